@@ -1,0 +1,1 @@
+"""Hand-designed RL algorithms in the same harness: PPO (and the learners the meta-tests compare with)."""

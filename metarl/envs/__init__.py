@@ -1,0 +1,52 @@
+"""Environment registry: ``make(name, backend=None, episode_length=None)``.
+
+Default physics backends were chosen by measured batched step throughput on a 2-core CPU
+(benchmarks/env_throughput.py, figures in benchmarks/RESULTS.md).
+"""
+from __future__ import annotations
+
+from metarl.envs.core import SPLITS, EnvState, TaskFamily
+from metarl.envs.families import (DirHalfCheetah, DirHopper, GoalAnt, Plain, RandomHopper,
+                                  RandomReacher)
+
+BACKENDS = ("spring", "positional", "generalized", "mjx")
+
+# name -> (constructor(backend, episode_length), default backend, default episode length)
+_REGISTRY = {
+    "goal_ant": (GoalAnt, "spring", 1000),
+    "dir_halfcheetah": (DirHalfCheetah, "positional", 1000),
+    "dir_hopper": (DirHopper, "positional", 1000),
+    "random_hopper": (RandomHopper, "positional", 1000),
+    "random_reacher": (RandomReacher, "spring", 50),
+    "ant": (lambda b, e: Plain("ant", b, e), "spring", 1000),
+    "hopper": (lambda b, e: Plain("hopper", b, e), "positional", 1000),
+    "halfcheetah": (lambda b, e: Plain("halfcheetah", b, e), "positional", 1000),
+    "reacher": (lambda b, e: Plain("reacher", b, e), "spring", 50),
+}
+ENV_NAMES = tuple(_REGISTRY)
+
+
+def default_backend(name: str) -> str:
+    _check_name(name)
+    return _REGISTRY[name][1]
+
+
+def _check_name(name: str) -> None:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown environment {name!r}; expected one of {', '.join(ENV_NAMES)}")
+
+
+def make(name: str, backend: str | None = None, episode_length: int | None = None) -> TaskFamily:
+    """Builds a task family by name; unknown names or backends raise a one-line ValueError."""
+    _check_name(name)
+    ctor, default_be, default_len = _REGISTRY[name]
+    backend = default_be if backend is None else backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    episode_length = default_len if episode_length is None else int(episode_length)
+    if episode_length <= 0:
+        raise ValueError(f"episode_length must be a positive integer, got {episode_length}")
+    return ctor(backend, episode_length)
+
+
+__all__ = ["make", "ENV_NAMES", "BACKENDS", "SPLITS", "EnvState", "TaskFamily", "default_backend"]

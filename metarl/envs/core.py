@@ -1,0 +1,141 @@
+"""Task-conditioned, auto-resetting environments on Brax.
+
+A *task family* is a set of MDPs that differ by a task pytree (a target, a direction, physics
+parameters). A task is drawn once per agent lifetime with ``sample_task(key, split)`` and passed to
+``reset``; it then rides along in the state, so ``step(state, action)`` is a pure function that
+vmaps over environments and tasks alike.
+
+Why not brax's ``EpisodeWrapper``/``AutoResetWrapper``: their ``reset`` takes only a key, while our
+tasks are explicit arguments fixed for a lifetime. ``TaskEnv`` does the same two jobs (time limit,
+reset-to-first-state on episode end, as brax does) with the task in the state.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+SPLITS = ("train", "test")
+
+
+@struct.dataclass
+class EnvState:
+    """State of one environment. Scalars are shape () per environment.
+
+    brax_state: the wrapped brax ``State`` (pipeline state, metrics).
+    obs: (obs_dim,) observation, task features included where the family exposes them.
+    reward: reward r_t of the last step.
+    done: 1.0 when the last step ended an episode (terminal or time limit); the state was reset.
+    truncated: 1.0 when that end was the time limit only (bootstrap the value there).
+    steps: steps taken in the current episode.
+    episode_return: return accumulated in the current episode.
+    completed_return: return of the episode that just ended (valid where done == 1).
+    task: the task pytree, fixed for the lifetime.
+    first_brax_state / first_obs: the state reset to at episode end (as brax's AutoResetWrapper).
+    """
+
+    brax_state: Any
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    truncated: jax.Array
+    steps: jax.Array
+    episode_return: jax.Array
+    completed_return: jax.Array
+    task: Any
+    first_brax_state: Any
+    first_obs: jax.Array
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+class TaskFamily:
+    """A family of MDPs on one Brax system. Subclasses implement the task-specific parts.
+
+    Attributes: ``name``, ``backend``, ``observation_size``, ``action_size``, ``episode_length``.
+    """
+
+    name: str = ""
+    base_env_name: str = ""
+
+    def __init__(self, backend: str, episode_length: int = 1000):
+        from brax import envs as brax_envs
+
+        self.backend = backend
+        self.episode_length = int(episode_length)
+        self.base = brax_envs.get_environment(self.base_env_name, backend=backend)
+        self.action_size = self.base.action_size
+        dummy = self.sample_task(jax.random.PRNGKey(0), "train")
+        self.observation_size = self.base.observation_size + self.task_obs_size(dummy)
+
+    # ---- task-specific hooks -------------------------------------------------------------
+    def sample_task(self, key: jax.Array, split: str = "train") -> Any:
+        """Returns a task pytree; the same key and split always give the same task."""
+        check_split(split)
+        return {}
+
+    def task_obs_size(self, task: Any) -> int:
+        return 0
+
+    def task_obs(self, brax_state: Any, task: Any) -> jax.Array:
+        return jnp.zeros((0,))
+
+    def task_reward(self, prev_brax_state: Any, brax_state: Any, task: Any) -> jax.Array:
+        """Reward r_t for the transition; default: the brax environment's own reward."""
+        return brax_state.reward
+
+    @contextlib.contextmanager
+    def physics(self, task: Any):
+        """Trace-time context in which the brax env simulates the task's physics (default: as is)."""
+        yield
+
+    def base_reset(self, key: jax.Array, task: Any) -> Any:
+        return self.base.reset(key)
+
+    # ---- the environment API -------------------------------------------------------------
+    def reset(self, key: jax.Array, task: Any) -> EnvState:
+        with self.physics(task):
+            bs = self.base_reset(key, task)
+        obs = jnp.concatenate([bs.obs, self.task_obs(bs, task)])
+        zero = jnp.zeros(())
+        return EnvState(
+            brax_state=bs, obs=obs, reward=zero, done=zero, truncated=zero, steps=zero,
+            episode_return=zero, completed_return=zero, task=task,
+            first_brax_state=bs, first_obs=obs,
+        )
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+        """One step; at episode end (terminal or time limit) the state resets to the first state."""
+        with self.physics(state.task):
+            bs = self.base.step(state.brax_state, action)
+        reward = self.task_reward(state.brax_state, bs, state.task)
+        steps = state.steps + 1
+        terminal = bs.done
+        truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
+        done = jnp.maximum(terminal, truncated)
+        obs = jnp.concatenate([bs.obs, self.task_obs(bs, state.task)])
+        ep_ret = state.episode_return + reward
+
+        def pick(first, cur):
+            return jnp.where(done > 0, first, cur)
+
+        bs = jax.tree_util.tree_map(pick, state.first_brax_state, bs.replace(done=jnp.zeros(())))
+        return state.replace(
+            brax_state=bs,
+            obs=pick(state.first_obs, obs),
+            reward=reward,
+            done=done,
+            truncated=truncated,
+            steps=jnp.where(done > 0, 0.0, steps),
+            episode_return=jnp.where(done > 0, 0.0, ep_ret),
+            completed_return=jnp.where(done > 0, ep_ret, 0.0),
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(backend={self.backend!r}, episode_length={self.episode_length})"

@@ -1,0 +1,106 @@
+"""Run plumbing shared by every experiment: presets, run directories, summary.json, CLI errors.
+
+Contract: every experiment writes ``<run-dir>/summary.json`` with at least ``algorithm``, ``env``,
+``preset``, ``generations``, ``env_steps``, ``wall_s``, ``devices``, ``processes`` and ``meta_test``
+(``learned_return``, ``initial_loss_return``, baseline returns).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+PRESETS = ("smoke", "cpu", "paper")
+
+
+class ConfigError(ValueError):
+    """A bad user-supplied value; the CLI prints its one-line message and exits with code 2."""
+
+
+def fail(message: str) -> "NoReturn":  # noqa: F821
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resolve_preset(preset: str | None) -> tuple[str, str]:
+    """Returns (preset, reason): the given one, else ``cpu`` without an accelerator, else ``paper``."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+        return preset, "given by --preset"
+    import jax
+
+    platform = jax.default_backend()
+    if platform == "cpu":
+        return "cpu", "no accelerator visible to jax (backend: cpu)"
+    return "paper", f"accelerator visible to jax (backend: {platform})"
+
+
+def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
+    """Validates a run directory without touching it; raises ConfigError for unusable ones."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--run-dir {str(p)!r} is a file; expected a directory")
+    if resume:
+        if not p.is_dir():
+            raise ConfigError(f"--resume given but run dir {str(p)!r} does not exist")
+        return p
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise ConfigError(f"--run-dir {str(p)!r} already holds a run; pass --overwrite to replace it "
+                          "or --resume to continue it")
+    return p
+
+
+def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
+    """Creates the run directory; with ``overwrite`` the old contents are removed first."""
+    import shutil
+
+    if overwrite and p.is_dir():
+        shutil.rmtree(p)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Writes JSON via a temporary file and an atomic rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    try:
+        import numpy as np
+
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+        if isinstance(x, np.generic):
+            return x.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def device_info() -> dict:
+    import jax
+
+    return {"devices": jax.device_count(), "local_devices": jax.local_device_count(),
+            "processes": jax.process_count(), "platform": jax.default_backend(),
+            "device_kind": jax.devices()[0].device_kind}
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--preset", default=None,
+                    help=f"one of {', '.join(PRESETS)}; default: cpu without an accelerator, else paper")
+    ap.add_argument("--run-dir", default=None, help="output directory (default: runs/<experiment>-<preset>)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    return ap
