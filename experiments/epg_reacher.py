@@ -1,0 +1,26 @@
+"""EPG on RandomReacher: meta-train on train-split targets, meta-test on held-out target sectors.
+
+    python -m experiments.epg_reacher [--preset smoke|cpu|paper] [--run-dir DIR] [--seed N]
+"""
+from metarl.epg import EPGConfig
+from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.outer.es import ESConfig
+
+from experiments.epg_common import Preset, main
+
+ENV = "random_reacher"
+PRESETS = {
+    "smoke": Preset(EPGConfig(LifetimeConfig(lifetime_steps=256, eval_envs=2),
+                              ESConfig(population_size=4, generations=2), tasks_per_member=1),
+                    test_agents=2),
+    "cpu": Preset(EPGConfig(LifetimeConfig(lifetime_steps=1600, eval_envs=4),
+                            ESConfig(population_size=16, generations=120, ppo_anneal_fraction=0.0),
+                            tasks_per_member=2),
+                  test_agents=8),
+    "paper": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=4),
+                              ESConfig(population_size=64, generations=2000), tasks_per_member=4),
+                    test_agents=16),
+}
+
+if __name__ == "__main__":
+    main("epg_reacher", ENV, PRESETS)

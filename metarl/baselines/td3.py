@@ -1,0 +1,43 @@
+"""TD3/DDPG lifetime (critic-only policy gradient -Q1(s, pi(s))) and the same lifetime with any
+pluggable policy loss, e.g. a frozen learned objective L_alpha or off-policy REINFORCE.
+
+``train = make_train(env, td3_config, total_steps, num_chunks, policy_loss)``;
+``train(key, task, loss_params) -> (TD3State, metrics)`` is pure and vmaps over seeds and tasks.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from metarl.envs.core import TaskFamily
+from metarl.inner.td3 import TD3Agent, TD3Config, mean_completed_return
+
+
+def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks: int = 10,
+               policy_loss: Callable | None = None, eval_envs: int = 8):
+    """policy_loss(agent) -> loss(loss_params, policy_params, critic_params, batch), or None for
+    DDPG/TD3. metrics: 'episode_return' (num_chunks,) mean return of training episodes completed in
+    each chunk (NaN if none), 'env_steps' (num_chunks,), 'eval_return' () deterministic policy."""
+    agent = TD3Agent(env, config)
+    blocks = max(1, total_steps // (config.policy_delay * num_chunks))
+    loss = None if policy_loss is None else policy_loss(agent)
+
+    def train(key, task, loss_params=None):
+        k_init, k_eval = jax.random.split(key)
+        s = agent.init(k_init, task)
+        fn = None if loss is None else (lambda p, c, b: loss(loss_params, p, c, b))
+
+        def chunk(s, _):
+            s = TD3Agent.reset_stats(s)
+            s = jax.lax.scan(lambda s, _: (agent.block(s, fn), None), s, None, length=blocks)[0]
+            return s, mean_completed_return(s)
+
+        s, curve = jax.lax.scan(chunk, s, None, length=num_chunks)
+        metrics = {"episode_return": curve,
+                   "env_steps": (jnp.arange(num_chunks) + 1) * blocks * config.policy_delay,
+                   "eval_return": agent.eval_return(s, task, k_eval, eval_envs)}
+        return s, metrics
+
+    return train

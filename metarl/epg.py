@@ -1,0 +1,83 @@
+"""Evolved Policy Gradients: the EPG loss, its inner loop and the ES outer loop, wired together.
+
+``EPG(env, lifetime_cfg, es_cfg, tasks_per_member, common_random_numbers)`` builds
+- ``fitness_fn(population, key, f) -> (P,)``: each member's loss trains ``tasks_per_member`` fresh
+  agents on train-split tasks (vmapped over members x tasks: one compiled call per generation);
+  fitness = mean evaluation return after the lifetime;
+- ``generation(es_state, key)``: one evosax ask/evaluate/tell step, jitted whole.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from metarl.envs.core import TaskFamily
+from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
+from metarl.objectives.epg_loss import EPGLoss, init_epg_loss
+from metarl.outer.es import ESConfig, make_generation, make_strategy
+
+
+@dataclasses.dataclass(frozen=True)
+class EPGConfig:
+    lifetime: LifetimeConfig = LifetimeConfig()
+    es: ESConfig = ESConfig()
+    tasks_per_member: int = 2
+    common_random_numbers: bool = True  # all members see the same tasks and agent seeds
+
+    def validate(self) -> "EPGConfig":
+        self.lifetime.validate()
+        self.es.validate()
+        if self.tasks_per_member <= 0:
+            raise ValueError(f"tasks_per_member must be a positive integer, got {self.tasks_per_member}")
+        return self
+
+
+class EPG:
+    def __init__(self, env: TaskFamily, config: EPGConfig, loss_module: EPGLoss | None = None):
+        self.env, self.config = env, config.validate()
+        self.loss_module = loss_module or EPGLoss()
+        self.lifetime = make_lifetime(env, config.lifetime, self.loss_module)
+        self.T = config.tasks_per_member
+
+    def init_loss(self, key):
+        """phi_0: the initial (random) loss parameters; the ES mean starts here."""
+        lc = self.config.lifetime
+        return init_epg_loss(key, self.env.observation_size, self.env.action_size,
+                             lc.buffer_size, lc.minibatch_size, self.loss_module)
+
+    def sample_tasks(self, key, n: int, split: str = "train"):
+        """n tasks of the split, (n, ...) pytree."""
+        return jax.vmap(lambda k: self.env.sample_task(k, split))(jax.random.split(key, n))
+
+    def train_agents(self, loss_params, tasks, keys, f):
+        """Each loss in ``loss_params`` (leading axis P) trains one fresh agent per task.
+
+        tasks/keys: shared by all members, (T, ...) and (T, 2), or per member, (P, T, ...) and
+        (P, T, 2). Returns lifetime metrics with leading axes (P, T).
+        """
+        per_member = jax.vmap(self.lifetime, in_axes=(None, 0, 0, None))  # over tasks
+        shared = keys.ndim == 2
+        axes = (0, None, None, None) if shared else (0, 0, 0, None)
+        return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, f)
+
+    def fitness_fn(self, population, key, f):
+        """Mean evaluation return after a lifetime on train tasks, (P,)."""
+        P = jax.tree_util.tree_leaves(population)[0].shape[0]
+        k_task, k_agent = jax.random.split(key)
+        if self.config.common_random_numbers:
+            tasks, keys = self.sample_tasks(k_task, self.T), jax.random.split(k_agent, self.T)
+        else:
+            tasks = jax.vmap(lambda k: self.sample_tasks(k, self.T))(jax.random.split(k_task, P))
+            keys = jax.vmap(lambda k: jax.random.split(k, self.T))(jax.random.split(k_agent, P))
+        return self.train_agents(population, tasks, keys, f)["eval_return"].mean(axis=1)
+
+    def make_es(self, key):
+        """Returns (es, es_params, es_state, generation_fn) with the ES mean at phi_0."""
+        k_init, k_es = jax.random.split(key)
+        phi0 = self.init_loss(k_init)
+        es, params = make_strategy(self.config.es, phi0)
+        state = es.init(k_es, phi0, params)
+        gen = make_generation(es, params, self.fitness_fn, self.config.es)
+        return es, params, state, gen

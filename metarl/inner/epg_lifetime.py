@@ -1,0 +1,220 @@
+"""One EPG agent lifetime as a pure function (the inner loop of Evolved Policy Gradients).
+
+``lifetime = make_lifetime(env, config)``; ``lifetime(loss_params, task, key, ppo_factor)`` acts for
+M steps, updates the policy by Adam on (1 - f) L_phi + f L_PPO over the newest M rows in minibatches,
+repeats for the whole lifetime (one ``lax.scan``), then evaluates the final policy. It vmaps over
+loss parameters (ES members) and tasks, so one compiled call runs a whole ES generation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from brax.training.acme import running_statistics, specs
+from flax import struct
+
+from metarl.envs.core import TaskFamily
+from metarl.evaluate_policy import episode_return
+from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
+from metarl.objectives.epg_loss import EPGLoss
+from metarl.objectives.ppo import gae, ppo_policy_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class LifetimeConfig:
+    """Inner-loop sizes (DESIGN.md: 8192 steps, M = 64, N = 512, minibatch 32, Adam 1e-3)."""
+
+    lifetime_steps: int = 8192
+    update_period: int = 64  # M: steps between updates; the newest M rows are scored
+    buffer_size: int = 512  # N: rows seen by the temporal convolution
+    minibatch_size: int = 32
+    learning_rate: float = 1e-3
+    hidden: Sequence[int] = (64, 64)
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    eval_envs: int = 4
+    deterministic_eval: bool = True
+    obs_std_min: float = 0.1  # running normaliser floor for s and a (DESIGN.md)
+
+    @property
+    def num_updates(self) -> int:
+        return self.lifetime_steps // self.update_period
+
+    def validate(self) -> "LifetimeConfig":
+        for f in ("lifetime_steps", "update_period", "buffer_size", "minibatch_size", "eval_envs"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        if self.lifetime_steps % self.update_period:
+            raise ValueError(f"lifetime_steps={self.lifetime_steps} must be a multiple of "
+                             f"update_period={self.update_period}")
+        if self.update_period % self.minibatch_size:
+            raise ValueError(f"update_period={self.update_period} must be a multiple of "
+                             f"minibatch_size={self.minibatch_size}")
+        if self.buffer_size < self.update_period:
+            raise ValueError(f"buffer_size={self.buffer_size} must be >= update_period="
+                             f"{self.update_period}")
+        return self
+
+
+@struct.dataclass
+class Buffer:
+    """The last N transitions, oldest first; rows with valid == 0 are front padding."""
+
+    obs: jax.Array  # (N, obs_dim) raw
+    action: jax.Array  # (N, act_dim) raw
+    reward: jax.Array  # (N,)
+    done: jax.Array  # (N,)
+    valid: jax.Array  # (N,)
+
+
+@struct.dataclass
+class AgentState:
+    policy: dict
+    value: dict
+    policy_opt: optax.OptState
+    value_opt: optax.OptState
+    obs_stats: running_statistics.RunningStatisticsState
+    act_stats: running_statistics.RunningStatisticsState
+    buffer: Buffer
+    env_state: object
+    key: jax.Array
+
+
+def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss):
+    """Returns L(policy_params, loss_params, buffer, obs_stats, act_stats, head_idx) -> ().
+
+    Rows hold data (normalised s and a, r, d) and the policy's outputs pi_mu(s), pi_logstd(s); the
+    policy parameters enter only through those outputs.
+    """
+
+    def loss(policy_params, loss_params, buf, obs_stats, act_stats, head_idx):
+        s = running_statistics.normalize(buf.obs, obs_stats)
+        mean, log_std = policy.apply(policy_params, s)
+        rows = jnp.concatenate([s, running_statistics.normalize(buf.action, act_stats),
+                                buf.reward[:, None], buf.done[:, None], mean, log_std], axis=-1)
+        return loss_module.apply(loss_params, rows, buf.valid, head_idx)
+
+    return loss
+
+
+def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss | None = None):
+    """Returns ``lifetime(loss_params, task, key, ppo_factor) -> metrics``.
+
+    metrics: 'eval_return' () return of the final policy (fitness), 'curve' (num_updates,) mean
+    return of episodes completed in each update's rollout (NaN where none), 'final_log_std' ().
+    """
+    cfg = config.validate()
+    loss_module = loss_module or EPGLoss()
+    policy, value = GaussianPolicy(env.action_size, cfg.hidden), ValueNet(cfg.hidden)
+    pi_opt, v_opt = optax.adam(cfg.learning_rate), optax.adam(cfg.learning_rate)
+    M, N, B = cfg.update_period, cfg.buffer_size, cfg.minibatch_size
+    obs_spec = specs.Array((env.observation_size,), jnp.float32)
+    act_spec = specs.Array((env.action_size,), jnp.float32)
+
+    def norm(x, stats):
+        return running_statistics.normalize(x, stats)
+
+    epg_loss = make_epg_policy_loss(policy, loss_module)
+
+    def rollout_step(carry, key):
+        agent, = carry
+        s = norm(agent.env_state.obs, agent.obs_stats)
+        mean, log_std = policy.apply(agent.policy, s)
+        action = sample_gaussian(key, mean, log_std)
+        nxt = env.step(agent.env_state, action)
+        tr = dict(obs=agent.env_state.obs, action=action, reward=nxt.reward, done=nxt.done,
+                  truncated=nxt.truncated, log_prob=gaussian_log_prob(mean, log_std, action),
+                  completed=nxt.completed_return)
+        return (agent.replace(env_state=nxt),), tr
+
+    def update(carry, key, loss_params, ppo_factor):
+        agent = carry
+        k_roll, k_perm = jax.random.split(key)
+        (agent,), tr = jax.lax.scan(rollout_step, (agent,), jax.random.split(k_roll, M))
+        obs_stats = running_statistics.update(agent.obs_stats, tr["obs"], std_min_value=cfg.obs_std_min)
+        act_stats = running_statistics.update(agent.act_stats, tr["action"], std_min_value=cfg.obs_std_min)
+        shift = lambda old, new: jnp.concatenate([old[M:], new], axis=0)
+        buf = Buffer(obs=shift(agent.buffer.obs, tr["obs"]), action=shift(agent.buffer.action, tr["action"]),
+                     reward=shift(agent.buffer.reward, tr["reward"]), done=shift(agent.buffer.done, tr["done"]),
+                     valid=shift(agent.buffer.valid, jnp.ones(M)))
+
+        # PPO term over the newest M rows (only evaluated while f > 0; f is shared by the batch,
+        # so this cond stays a real branch under vmap).
+        s_new = norm(tr["obs"], obs_stats)
+        s_next = norm(agent.env_state.obs, obs_stats)
+
+        def ppo_targets(vp):
+            v = value.apply(vp, s_new)
+            nv = jnp.concatenate([v[1:], value.apply(vp, s_next)[None]])
+            return gae(tr["reward"], v, nv, tr["done"], tr["truncated"], cfg.gamma, cfg.gae_lambda)
+
+        adv, target = jax.lax.cond(ppo_factor > 0, ppo_targets,
+                                   lambda vp: (jnp.zeros(M), jnp.zeros(M)), agent.value)
+        perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
+
+        def sgd(carry, idx):
+            pp, vp, po, vo = carry
+
+            def total_loss(pp):
+                l_epg = epg_loss(pp, loss_params, buf, obs_stats, act_stats, N - M + idx)
+
+                def l_ppo(pp):
+                    mean, log_std = policy.apply(pp, s_new[idx])
+                    return ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
+                                           adv[idx], cfg.clip_eps)
+
+                lp = jax.lax.cond(ppo_factor > 0, l_ppo, lambda pp: 0.0, pp)
+                return (1.0 - ppo_factor) * l_epg + ppo_factor * lp
+
+            g = jax.grad(total_loss)(pp)
+            upd, po = pi_opt.update(g, po, pp)
+            pp = optax.apply_updates(pp, upd)
+
+            def v_step(args):
+                vp, vo = args
+                gv = jax.grad(lambda vp: jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2))(vp)
+                u, vo = v_opt.update(gv, vo, vp)
+                return optax.apply_updates(vp, u), vo
+
+            vp, vo = jax.lax.cond(ppo_factor > 0, v_step, lambda a: a, (vp, vo))
+            return (pp, vp, po, vo), None
+
+        (pp, vp, po, vo), _ = jax.lax.scan(
+            sgd, (agent.policy, agent.value, agent.policy_opt, agent.value_opt), perm)
+        n_done = tr["done"].sum()
+        curve = jnp.where(n_done > 0, tr["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
+        agent = agent.replace(policy=pp, value=vp, policy_opt=po, value_opt=vo, obs_stats=obs_stats,
+                              act_stats=act_stats, buffer=buf)
+        return agent, curve
+
+    def init_agent(task, key):
+        k_pi, k_v, k_env, k_run = jax.random.split(key, 4)
+        dummy = jnp.zeros((env.observation_size,))
+        pp, vp = policy.init(k_pi, dummy), value.init(k_v, dummy)
+        buf = Buffer(obs=jnp.zeros((N, env.observation_size)), action=jnp.zeros((N, env.action_size)),
+                     reward=jnp.zeros(N), done=jnp.zeros(N), valid=jnp.zeros(N))
+        return AgentState(policy=pp, value=vp, policy_opt=pi_opt.init(pp), value_opt=v_opt.init(vp),
+                          obs_stats=running_statistics.init_state(obs_spec),
+                          act_stats=running_statistics.init_state(act_spec), buffer=buf,
+                          env_state=env.reset(k_env, task), key=k_run)
+
+    def lifetime(loss_params, task, key, ppo_factor=0.0):
+        k_init, k_updates, k_eval = jax.random.split(key, 3)
+        agent = init_agent(task, k_init)
+        ppo_factor = jnp.asarray(ppo_factor, jnp.float32)
+        agent, curve = jax.lax.scan(lambda a, k: update(a, k, loss_params, ppo_factor), agent,
+                                    jax.random.split(k_updates, cfg.num_updates))
+
+        def act(obs, k):
+            mean, log_std = policy.apply(agent.policy, norm(obs, agent.obs_stats))
+            return mean if cfg.deterministic_eval else sample_gaussian(k, mean, log_std)
+
+        return {"eval_return": episode_return(env, act, task, k_eval, cfg.eval_envs),
+                "curve": curve,
+                "final_log_std": agent.policy["params"]["log_std"].mean()}
+
+    return lifetime

@@ -1,0 +1,63 @@
+"""EPG's learned loss L_phi: a temporal convolution over the agent's recent experience.
+
+Houthooft et al. (2018), "Evolved Policy Gradients". One row per transition of a buffer of the last
+N transitions (zero-padded at the front while fewer exist):
+
+    row_t = [s_t (normalised), a_t (normalised), r_t, d_t, pi_mu(s_t), pi_logstd(s_t), m]
+
+with m = tanh(W 1 + b) a learned constant "memory" vector. A context c is computed from the whole
+buffer (Conv1D(16, k6, s5) -> leaky_relu -> Conv1D(32, k4, s2) -> leaky_relu -> mean over time ->
+Dense(32)) and tiled to every row; a per-row head (Dense(16) -> leaky_relu -> Dense(1)) scores the
+rows of a minibatch, and L_phi is their mean. The policy enters only through pi_mu and pi_logstd, so
+gradients reach the policy through its outputs only. (The original exploration-bonus input, a
+constant, is dropped.)
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def row_width(obs_size: int, action_size: int, memory_size: int = 32) -> int:
+    """Width of one buffer row: obs + act + 2 + 2 * act + memory."""
+    return obs_size + action_size + 2 + 2 * action_size + memory_size
+
+
+class EPGLoss(nn.Module):
+    """L_phi(rows, valid, head_idx) -> scalar.
+
+    rows: (N, obs + act + 2 + 2 act) transitions without the memory units (oldest first).
+    valid: (N,) 1 for real rows, 0 for front padding. head_idx: (B,) indices of the scored rows.
+    """
+
+    memory_size: int = 32
+    context_size: int = 32
+    head_hidden: int = 16
+
+    @nn.compact
+    def __call__(self, rows, valid, head_idx):
+        leaky = nn.leaky_relu
+        memory = nn.tanh(nn.Dense(self.memory_size, name="memory")(jnp.ones((1,))))
+        x = jnp.concatenate([rows, jnp.broadcast_to(memory, (rows.shape[0], self.memory_size))], -1)
+        x = x * valid[:, None]
+        h = leaky(nn.Conv(16, (6,), strides=(5,), padding="VALID", name="conv1")(x))
+        h = leaky(nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")(h))
+        context = nn.Dense(self.context_size, name="context")(h.mean(axis=0))
+        hx = x[head_idx]
+        hx = jnp.concatenate([hx, jnp.broadcast_to(context, (hx.shape[0], self.context_size))], -1)
+        out = nn.Dense(1, name="head_out")(leaky(nn.Dense(self.head_hidden, name="head_hidden")(hx)))
+        return out.mean()
+
+
+def init_epg_loss(key, obs_size: int, action_size: int, buffer_size: int = 512, batch: int = 32,
+                  module: EPGLoss | None = None):
+    """Initial parameters phi of the loss network for the given environment shapes."""
+    module = module or EPGLoss()
+    width = row_width(obs_size, action_size, module.memory_size) - module.memory_size
+    return module.init(key, jnp.zeros((buffer_size, width)), jnp.ones(buffer_size),
+                       jnp.arange(batch))
+
+
+def param_count(params) -> int:
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,110 @@
+"""MetaGenRL's learned objective L_alpha (Kirsch et al., 2020): a backward-in-time LSTM over a
+sub-trajectory of T steps.
+
+Inputs per step t (B sub-trajectories, T steps, A action dims):
+  action branch, per dimension i: [a_t,i from the buffer, pi(s_t)_i] -> 3 x Dense(32) (half relu, half
+  square units, layer norm) -> mean over i -> 32-d. Its parameters do not depend on A, so one
+  objective serves environments with any action dimension.
+  other branch: [z(r_t), t/T, z(V(s_{t+1}) (1 - d_t)), z(V(s_t))] -> 2 x Dense(32) -> Dense(8),
+  z = z-normalisation over the valid steps of the batch, V = Q1(s, pi(s)) given with stop-gradient.
+  LSTM(32) run from t = T-1 down to 0; its state is reset where an episode ends (d_t = 1) so step t
+  never sees steps of a later episode. Head 2 x Dense(32) + layer norm -> Dense(1), bounded by
+  tanh(x * 1e-3) / 1e-3. L_alpha = masked mean over (B, T).
+Only pi(s) carries gradients to the policy: a, r, V and d are stop-gradient'd here.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+BOUND = 1e-3
+
+
+class _HalfReluHalfSquare(nn.Module):
+    """Dense(f) + layer norm; the first f/2 units relu, the rest x^2."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.LayerNorm()(nn.Dense(self.features)(x))
+        h = self.features // 2
+        return jnp.concatenate([nn.relu(x[..., :h]), jnp.square(x[..., h:])], axis=-1)
+
+
+class _ResetLSTMStep(nn.Module):
+    """One LSTM step whose incoming carry is zeroed where ``reset`` is 1."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, carry, inputs):
+        x, reset, mask = inputs
+        keep = (1.0 - reset)[..., None]
+        carry = jax.tree_util.tree_map(lambda c: c * keep, carry)
+        carry, y = nn.OptimizedLSTMCell(self.features)(carry, x)
+        carry = jax.tree_util.tree_map(lambda c: c * mask[..., None], carry)
+        return carry, y * mask[..., None]
+
+
+_BackwardLSTM = nn.scan(_ResetLSTMStep, variable_broadcast="params", split_rngs={"params": False},
+                        in_axes=0, out_axes=0, reverse=True)
+
+
+def _znorm(x, mask):
+    n = jnp.maximum(mask.sum(), 1.0)
+    mean = (x * mask).sum() / n
+    var = (jnp.square(x - mean) * mask).sum() / n
+    return (x - mean) / jnp.sqrt(var + 1e-6) * mask
+
+
+class MetaGenRLObjective(nn.Module):
+    """L_alpha. ``per_step(...)`` returns (B, T); ``__call__`` the masked mean ()."""
+
+    lstm_features: int = 32
+    hidden: int = 32
+
+    @nn.compact
+    def per_step(self, action, pi_action, reward, value, next_value, done, mask):
+        """action, pi_action: (B, T, A); reward, value (V(s_t)), next_value (V(s_{t+1})), done,
+        mask: (B, T). Returns the bounded per-step objective (B, T)."""
+        sg = jax.lax.stop_gradient
+        action, reward, value, next_value, done, mask = map(
+            sg, (action, reward, value, next_value, done, mask))
+        B, T, _ = action.shape
+        # action branch: per dimension, shared weights, mean over dimensions
+        xa = jnp.stack([action, pi_action], axis=-1)  # (B, T, A, 2)
+        for _ in range(3):
+            xa = _HalfReluHalfSquare(self.hidden)(xa)
+        xa = xa.mean(axis=-2)  # (B, T, 32)
+        pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.float32) / T, (B, T))
+        xo = jnp.stack([_znorm(reward, mask), pos, _znorm(next_value * (1.0 - done), mask),
+                        _znorm(value, mask)], axis=-1)
+        xo = nn.relu(nn.Dense(self.hidden)(xo))
+        xo = nn.relu(nn.Dense(self.hidden)(xo))
+        xo = nn.Dense(8)(xo)
+        x = jnp.concatenate([xa, xo], axis=-1)  # (B, T, 40)
+        tm = lambda v: jnp.swapaxes(v, 0, 1)  # time-major
+        carry = (jnp.zeros((B, self.lstm_features)), jnp.zeros((B, self.lstm_features)))
+        _, h = _BackwardLSTM(self.lstm_features)(carry, (tm(x), tm(done), tm(mask)))
+        h = tm(h)  # (B, T, 32)
+        for _ in range(2):
+            h = nn.relu(nn.LayerNorm()(nn.Dense(self.hidden)(h)))
+        out = nn.Dense(1)(h)[..., 0]
+        return jnp.tanh(out * BOUND) / BOUND
+
+    @nn.compact
+    def __call__(self, action, pi_action, reward, value, next_value, done, mask):
+        per = self.per_step(action, pi_action, reward, value, next_value, done, mask)
+        mask = jax.lax.stop_gradient(mask)
+        return (per * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def init_objective(key: jax.Array, module: MetaGenRLObjective | None = None, act_dim: int = 2):
+    """Initial parameters alpha (independent of the action dimension)."""
+    module = module or MetaGenRLObjective()
+    B, T = 2, 3
+    z = jnp.zeros((B, T))
+    a = jnp.zeros((B, T, act_dim))
+    return module.init(key, a, a, z, z, z, z, jnp.ones((B, T)))

@@ -1,0 +1,1 @@
+"""Outer loops: evolution strategies (evosax) and second-order meta-gradients."""

@@ -1,0 +1,103 @@
+"""Evolution-strategies outer loop on evosax (0.3 API).
+
+The outer loop is agnostic of what it evolves: it needs ``solution`` (a parameter pytree, e.g. the
+EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (P,)`` (higher is better).
+OpenES by default (Adam with beta1 = 0, lr 1e-2 dropping to 1e-3 halfway, sigma 0.01, centred ranks,
+L2 penalty 0.001, antithetic sampling optional); any evosax distribution-based algorithm by name.
+evosax minimises, so it is told -return; non-finite returns are ranked last and counted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from evosax.algorithms import distribution_based_algorithms
+from evosax.core.fitness_shaping import add_weight_decay, centered_rank_fitness_shaping_fn
+
+STRATEGIES = tuple(sorted(distribution_based_algorithms))
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    strategy: str = "Open_ES"
+    population_size: int = 16
+    generations: int = 100
+    sigma: float = 0.01
+    learning_rate: float = 1e-2
+    lr_drop_fraction: float = 0.5  # lr x lr_drop_factor after this fraction of the generations
+    lr_drop_factor: float = 0.1
+    l2_penalty: float = 1e-3
+    antithetic: bool = True
+    ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction, then 0
+
+    def validate(self) -> "ESConfig":
+        if self.strategy not in distribution_based_algorithms:
+            raise ValueError(f"unknown ES strategy {self.strategy!r}; expected one of "
+                             f"{', '.join(STRATEGIES)}")
+        for f in ("population_size", "generations"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        if self.sigma <= 0 or self.learning_rate <= 0:
+            raise ValueError(f"sigma and learning_rate must be positive, got {self.sigma}, "
+                             f"{self.learning_rate}")
+        if (self.antithetic or self.strategy == "Open_ES") and self.population_size % 2:
+            raise ValueError(f"population_size={self.population_size} must be even for antithetic "
+                             "sampling")
+        return self
+
+
+def ppo_factor(generation, cfg: ESConfig):
+    """f(g) = max(0, 1 - g / (anneal_fraction * G)): PPO mixing factor of the inner loss."""
+    span = cfg.ppo_anneal_fraction * cfg.generations
+    if span <= 0:
+        return jnp.float32(0.0)
+    return jnp.clip(1.0 - generation / span, 0.0, 1.0).astype(jnp.float32)
+
+
+def make_strategy(cfg: ESConfig, solution):
+    """Builds the evosax algorithm and its params for ``solution``'s shape."""
+    cfg.validate()
+    cls = distribution_based_algorithms[cfg.strategy]
+    accepted = inspect.signature(cls.__init__).parameters
+    lr = optax.piecewise_constant_schedule(
+        cfg.learning_rate, {int(cfg.lr_drop_fraction * cfg.generations): cfg.lr_drop_factor})
+    kwargs = dict(
+        optimizer=optax.adam(lr, b1=0.0),
+        std_schedule=optax.constant_schedule(cfg.sigma),
+        use_antithetic_sampling=cfg.antithetic,
+        fitness_shaping_fn=add_weight_decay(centered_rank_fitness_shaping_fn, cfg.l2_penalty),
+    )
+    es = cls(cfg.population_size, solution, **{k: v for k, v in kwargs.items() if k in accepted})
+    params = es.default_params
+    if hasattr(params, "std_init"):
+        params = params.replace(std_init=cfg.sigma)
+    return es, params
+
+
+def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
+    """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
+
+    info: 'returns' (P,), 'mean'/'max'/'min' of finite returns, 'nonfinite' count, 'ppo_factor',
+    'best_member' (the generation's best parameters as a flat vector).
+    """
+
+    def generation(es_state, key):
+        k_ask, k_fit, k_tell = jax.random.split(key, 3)
+        f = ppo_factor(es_state.generation_counter, cfg)
+        population, es_state = es.ask(k_ask, es_state, es_params)
+        returns = fitness_fn(population, k_fit, f)
+        finite = jnp.isfinite(returns)
+        # evosax's centred ranks put NaN last; +-inf are mapped to NaN so that they do too.
+        es_state, _ = es.tell(k_tell, population, jnp.where(finite, -returns, jnp.nan), es_state, es_params)
+        safe = jnp.where(finite, returns, jnp.nan)
+        best = jnp.nanargmax(jnp.where(finite, returns, -jnp.inf))
+        info = {"returns": returns, "mean": jnp.nanmean(safe), "max": jnp.nanmax(safe),
+                "min": jnp.nanmin(safe), "nonfinite": (~finite).sum(), "ppo_factor": f,
+                "best_member": jax.tree_util.tree_map(lambda x: x[best], population)}
+        return es_state, info
+
+    return generation

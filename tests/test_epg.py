@@ -1,0 +1,148 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from brax.training.acme import running_statistics, specs
+
+from metarl import envs
+from metarl.epg import EPG, EPGConfig
+from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_epg_policy_loss
+from metarl.networks import GaussianPolicy
+from metarl.objectives.epg_loss import EPGLoss, init_epg_loss, param_count, row_width
+from metarl.outer.es import ESConfig, make_generation, make_strategy, ppo_factor
+
+
+def test_loss_network_shapes_and_parameter_count():
+    obs, act = 11, 3  # hopper-sized
+    params = init_epg_loss(jax.random.PRNGKey(0), obs, act)
+    w = row_width(obs, act) - 32
+    out = EPGLoss().apply(params, jnp.ones((512, w)), jnp.ones(512), jnp.arange(32))
+    chex.assert_shape(out, ())
+    p = params["params"]
+    chex.assert_shape(p["conv1"]["kernel"], (6, w + 32, 16))
+    chex.assert_shape(p["conv2"]["kernel"], (4, 16, 32))
+    chex.assert_shape(p["head_hidden"]["kernel"], (w + 32 + 32, 16))
+    expected = (6 * (w + 32) * 16 + 16) + (4 * 16 * 32 + 32) + (32 * 32 + 32) + (32 + 32) \
+        + ((w + 64) * 16 + 16) + (16 + 1)
+    assert param_count(params) == expected
+    assert 9_000 < expected < 11_000  # "about 10k parameters for Hopper-sized inputs"
+
+
+def test_loss_ignores_padding_rows_and_scores_head_rows():
+    params = init_epg_loss(jax.random.PRNGKey(1), 4, 2)
+    w = row_width(4, 2) - 32
+    rows = jax.random.normal(jax.random.PRNGKey(2), (512, w))
+    valid = jnp.zeros(512).at[256:].set(1.0)
+    f = lambda r: EPGLoss().apply(params, r, valid, jnp.arange(480, 512))
+    # garbage in padded rows changes nothing; a scored row does
+    assert float(f(rows)) == pytest.approx(float(f(rows.at[:256].set(99.0))), abs=1e-6)
+    assert abs(float(f(rows)) - float(f(rows.at[500].add(3.0)))) > 1e-6
+
+
+def test_gradients_reach_policy_only_through_its_outputs():
+    obs, act, N = 5, 2, 64
+    policy = GaussianPolicy(act)
+    pp = policy.init(jax.random.PRNGKey(0), jnp.zeros(obs))
+    lp = init_epg_loss(jax.random.PRNGKey(1), obs, act, buffer_size=N, batch=8)
+    ks = jax.random.split(jax.random.PRNGKey(2), 3)
+    buf = Buffer(obs=jax.random.normal(ks[0], (N, obs)), action=jax.random.normal(ks[1], (N, act)),
+                 reward=jax.random.normal(ks[2], (N,)), done=jnp.zeros(N), valid=jnp.ones(N))
+    stats_o = running_statistics.update(running_statistics.init_state(specs.Array((obs,), jnp.float32)), buf.obs)
+    stats_a = running_statistics.update(running_statistics.init_state(specs.Array((act,), jnp.float32)), buf.action)
+    idx = jnp.arange(N - 8, N)
+    loss = make_epg_policy_loss(policy, EPGLoss())
+    g = jax.grad(loss)(pp, lp, buf, stats_o, stats_a, idx)
+
+    # Chain rule through the outputs alone: dL/dtheta = (dL/dpi) (dpi/dtheta).
+    s = running_statistics.normalize(buf.obs, stats_o)
+    (mean, log_std), vjp = jax.vjp(lambda p: policy.apply(p, s), pp)
+
+    def loss_of_outputs(mean, log_std):
+        rows = jnp.concatenate([s, running_statistics.normalize(buf.action, stats_a),
+                                buf.reward[:, None], buf.done[:, None], mean, log_std], -1)
+        return EPGLoss().apply(lp, rows, buf.valid, idx)
+
+    g_out = jax.grad(loss_of_outputs, argnums=(0, 1))(mean, log_std)
+    (g_chain,) = vjp(g_out)
+    chex.assert_trees_all_close(g, g_chain, atol=1e-6, rtol=1e-5)
+    assert float(optax.global_norm(g)) > 0
+
+
+@pytest.fixture(scope="module")
+def small_epg():
+    env = envs.make("random_reacher")
+    # A large inner learning rate gives the loss a strong effect on the agent in a short lifetime.
+    cfg = EPGConfig(LifetimeConfig(lifetime_steps=512, eval_envs=2, learning_rate=1e-2),
+                    ESConfig(population_size=8, generations=8, ppo_anneal_fraction=0.0), tasks_per_member=2)
+    return EPG(env, cfg)
+
+
+def test_inner_loop_is_deterministic_for_a_fixed_key(small_epg):
+    phi = small_epg.init_loss(jax.random.PRNGKey(0))
+    phis = jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), phi)
+    tasks = small_epg.sample_tasks(jax.random.PRNGKey(1), 2)
+    run = jax.jit(small_epg.train_agents)
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    a = run(phis, tasks, keys, 0.0)
+    b = run(phis, tasks, keys, 0.0)
+    chex.assert_trees_all_equal(a, b)
+    chex.assert_shape(a["eval_return"], (2, 2))
+    # the same loss and seed give the same agent for both members; another seed does not
+    np.testing.assert_array_equal(a["eval_return"][0], a["eval_return"][1])
+    c = run(phis, tasks, jax.random.split(jax.random.PRNGKey(3), 2), 0.0)
+    assert not np.allclose(a["curve"], c["curve"], equal_nan=True)
+
+
+def test_es_generation_improves_toy_objective_and_ranks_nan_last():
+    target = {"w": jnp.arange(6.0).reshape(2, 3) / 6, "b": jnp.array([0.5])}
+    sol = jax.tree_util.tree_map(jnp.zeros_like, target)
+    cfg = ESConfig(population_size=32, generations=10, sigma=0.1, learning_rate=0.1, l2_penalty=0.0)
+    es, params = make_strategy(cfg, sol)
+    dist = lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree_util.tree_leaves(p),
+                                                                 jax.tree_util.tree_leaves(target)))
+
+    def fitness(pop, key, f):  # higher is better; member 0 is broken
+        r = -jax.vmap(dist)(pop)
+        return r.at[0].set(jnp.nan)
+
+    gen = jax.jit(make_generation(es, params, fitness, cfg))
+    state = es.init(jax.random.PRNGKey(0), sol, params)
+    d0 = float(dist(es.get_mean(state)))
+    state, info = gen(state, jax.random.PRNGKey(1))
+    d1 = float(dist(es.get_mean(state)))
+    assert d1 < d0 - 0.01
+    assert int(info["nonfinite"]) == 1 and np.isfinite(info["mean"])
+    for i in range(2, 6):
+        state, info = gen(state, jax.random.PRNGKey(i))
+    assert float(dist(es.get_mean(state))) < d1
+
+
+def test_ppo_factor_anneals_over_first_eighth():
+    cfg = ESConfig(generations=80)
+    vals = [float(ppo_factor(g, cfg)) for g in (0, 5, 10, 40)]
+    assert vals == pytest.approx([1.0, 0.5, 0.0, 0.0])
+
+
+def test_bad_es_config_is_rejected():
+    with pytest.raises(ValueError, match="unknown ES strategy 'Foo_ES'"):
+        ESConfig(strategy="Foo_ES").validate()
+    with pytest.raises(ValueError, match="population_size=5 must be even"):
+        ESConfig(population_size=5).validate()
+    with pytest.raises(ValueError, match="multiple of update_period"):
+        LifetimeConfig(lifetime_steps=100, update_period=64).validate()
+
+
+def test_meta_training_improves_fitness_on_random_reacher(small_epg):
+    """A short ES run on fixed tasks (common random numbers, fixed key) must raise the fitness of
+    the ES mean; a broken outer loop (wrong sign, no update) fails this."""
+    es, params, state, generation = small_epg.make_es(jax.random.PRNGKey(0))
+    gen = jax.jit(generation)
+    key = jax.random.PRNGKey(42)
+    means = []
+    for g in range(small_epg.config.es.generations):
+        state, info = gen(state, key)  # same tasks and agent seeds every generation
+        means.append(float(info["mean"]))
+    first, last = means[0], float(np.mean(means[-2:]))
+    assert last > first + 2.0, means
