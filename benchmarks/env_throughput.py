@@ -16,6 +16,9 @@ The last line printed is the headline: the fastest (family, backend) at the larg
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import time
 
 import jax
@@ -29,6 +32,8 @@ except ImportError:  # run as a plain script from benchmarks/
     import common  # type: ignore
 
 SECTION = "env_throughput"
+# Raw rows of the last run(s), so that --merge can add configurations run separately.
+RAW_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "env_throughput.json")
 
 
 def make_rollout(env, num_steps: int):
@@ -99,6 +104,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, help="scan steps per rollout (overrides the mode's)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per config; best is kept")
     p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    p.add_argument("--merge", action="store_true",
+                   help="merge with the rows of earlier runs in benchmarks/env_throughput.json "
+                        "(same family/backend/envs replaced) instead of replacing them")
     args = p.parse_args(argv)
 
     full = args.full
@@ -135,12 +143,29 @@ def main(argv=None):
                     failures.append((name, backend, n, msg))
                     print(f"{name:16s} {backend:11s} {n:5d}  FAILED {msg}", flush=True)
                     continue
+                r.update(steps=num_steps, repeats=args.repeats,
+                         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
                 results[(name, backend, n)] = r
                 print(f"{name:16s} {backend:11s} {n:5d}  {r['steps_per_s']:10.0f} steps/s  "
                       f"run {r['run_s']:6.2f}s  compile {r['compile_s']:6.1f}s", flush=True)
-                rows.append([name, backend, n, f"{r['steps_per_s']:,.0f}", f"{r['compile_s']:.1f}"])
             jax.clear_caches()
     total_s = time.perf_counter() - t_start
+    if args.merge and os.path.exists(RAW_PATH):
+        with open(RAW_PATH) as f:
+            old = {(d["env"], d["backend"], d["envs"]): d for d in json.load(f)}
+        old.update({k: dict(r, env=k[0], backend=k[1], envs=k[2]) for k, r in results.items()})
+        results = {k: v for k, v in old.items()}
+        envs = [e for e in menvs.ENV_NAMES if any(k[0] == e for k in results)]
+    if not args.no_write and results:
+        with open(RAW_PATH, "w") as f:
+            json.dump([dict(r, env=k[0], backend=k[1], envs=k[2]) for k, r in results.items()], f,
+                      indent=1)
+    order = {b: i for i, b in enumerate(menvs.BACKENDS)}
+    for (name, backend, n) in sorted(results, key=lambda k: (menvs.ENV_NAMES.index(k[0]),
+                                                             order[k[1]], k[2])):
+        r = results[(name, backend, n)]
+        rows.append([name, backend, n, f"{r['steps_per_s']:,.0f}", f"{r['compile_s']:.1f}",
+                     r.get("steps", "?"), r.get("repeats", "?")])
 
     # Fastest backend per family at each family's largest measured batch size.
     fastest = []
@@ -156,7 +181,7 @@ def main(argv=None):
                         menvs.default_backend(name)])
 
     table = common.markdown_table(
-        ["family", "backend", "envs", "steps/s", "compile s"], rows)
+        ["family", "backend", "envs", "steps/s", "compile s", "scan steps", "best of"], rows)
     fast_table = common.markdown_table(
         ["family", "envs", "fastest backend", "steps/s", "speed-up over the others",
          "current default"], fastest)
@@ -173,9 +198,12 @@ def main(argv=None):
 
     if not args.no_write and results:
         body = (common.section_preamble("Environment throughput (`env_throughput.py`)")
-                + f"- settings: {num_steps} scan steps per rollout, random actions, best of "
-                  f"{args.repeats} runs of the compiled program; compile time (lower + compile of "
-                  f"one rollout) excluded from steps/s; total wall {total_s:.0f} s\n\n"
+                + f"- settings: scan steps per rollout and runs (best kept) per row below, random "
+                  f"actions, one reset state tiled over the batch with per-env tasks; compile time "
+                  f"(lower + compile of one rollout) excluded from steps/s; this run's wall "
+                  f"{total_s:.0f} s" + (" (merged with earlier runs' rows, see "
+                  "benchmarks/env_throughput.json for each row's date)" if args.merge else "")
+                + "\n\n"
                 + table + "\n\nFastest backend per family at the largest batch size:\n\n"
                 + fast_table + "\n")
         if failures:

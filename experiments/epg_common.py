@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from metarl import envs
+from metarl import distributed, envs
+from metarl.checkpoint import RunCheckpointer
 from metarl.epg import EPG, EPGConfig
 from metarl.evaluate import epg_meta_test, write_meta_test
-from metarl.inner.epg_lifetime import LifetimeConfig
-from metarl.outer.es import STRATEGIES, ESConfig
+from metarl.outer.es import STRATEGIES
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info, fail,
                          prepare_run_dir, resolve_preset, write_json_atomic)
 
@@ -35,10 +36,15 @@ def parse(name: str, env_name: str, argv=None):
     ap.add_argument("--population", type=int, default=None, help="ES population size")
     ap.add_argument("--tasks-per-member", type=int, default=None)
     ap.add_argument("--lifetime-steps", type=int, default=None)
-    ap.add_argument("--strategy", default=None, help=f"evosax strategy, e.g. Open_ES, SNES, PGPE")
+    ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
     ap.add_argument("--no-antithetic", action="store_true")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
+    ap.add_argument("--checkpoint-every", type=int, default=10, help="generations between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    ap.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
+    ap.add_argument("--num-processes", type=int, default=None)
+    ap.add_argument("--process-id", type=int, default=None)
     return ap.parse_args(argv)
 
 
@@ -68,6 +74,8 @@ def build_config(args, presets: dict, env_name: str):
         raise ConfigError(str(e)) from None
     if test_agents <= 0:
         raise ConfigError(f"--test-agents must be a positive integer, got {test_agents}")
+    if args.checkpoint_every <= 0:
+        raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
     return preset_name, reason, cfg, test_agents, p.episode_length
 
 
@@ -77,101 +85,185 @@ def fmt_time(s: float) -> str:
 
 
 def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(name, env_name, argv)
     try:
+        if args.resume:
+            if args.run_dir is None:
+                raise ConfigError("--resume needs --run-dir of the run to continue")
+            run_dir = check_run_dir(args.run_dir, resume=True)
+            saved = run_dir / "config.json"
+            if not saved.is_file():
+                raise ConfigError(f"--resume: no run to continue in {str(run_dir)!r} (config.json missing)")
+            stored = json.loads(saved.read_text())["argv"]
+            args = parse(name, env_name, stored)  # the run continues with its own configuration
+            args.resume = True
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         preset, reason, cfg, test_agents, ep_len = build_config(args, presets, env_name)
-        run_dir = check_run_dir(args.run_dir or f"runs/{name}-{preset}", overwrite=args.overwrite)
+        if not args.resume:
+            run_dir = check_run_dir(args.run_dir or f"runs/{name}-{preset}", overwrite=args.overwrite)
+        mesh = distributed.population_mesh()
+        try:
+            distributed.check_population(cfg.es.population_size, mesh)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     except ConfigError as e:
         fail(str(e))
+    writer = distributed.is_writer()
     print(f"[{name}] preset={preset} ({reason}); env={env_name}; devices={jax.device_count()} "
-          f"({jax.default_backend()}); run dir {run_dir}", flush=True)
+          f"({jax.default_backend()}), processes={jax.process_count()}; run dir {run_dir}"
+          f"{' (resuming)' if args.resume else ''}", flush=True)
     env = envs.make(env_name, episode_length=ep_len)
-    epg = EPG(env, cfg)
-    prepare_run_dir(run_dir, overwrite=args.overwrite)
-    write_json_atomic(run_dir / "config.json", {"experiment": name, "env": env_name, "preset": preset,
-                                                 "seed": args.seed, "config": dataclasses.asdict(cfg)})
-    result = meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents)
-    return result
+    epg = EPG(env, cfg, mesh=mesh if jax.device_count() > 1 else None)
+    if writer and not args.resume:
+        prepare_run_dir(run_dir, overwrite=args.overwrite)
+        write_json_atomic(run_dir / "config.json", {
+            "experiment": name, "env": env_name, "preset": preset, "seed": args.seed,
+            "argv": [a for a in argv if a not in ("--overwrite",)], "config": dataclasses.asdict(cfg)})
+    return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
+                               args.checkpoint_every, args.resume, writer)
+
+
+def init_run_state(es_state, key, phi0, generations: int) -> dict:
+    """The whole resumable state of a meta-training run (a pytree of arrays)."""
+    return {"es_state": es_state, "key": key, "generation": np.int32(0), "best_params": phi0,
+            "best_score": np.float32(-np.inf),
+            "fitness_mean": np.full(generations, np.nan, np.float32),
+            "fitness_max": np.full(generations, np.nan, np.float32)}
 
 
 def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_dir: Path, seed: int,
-                        test_agents: int) -> dict:
+                        test_agents: int, checkpoint_every: int = 10, resume: bool = False,
+                        writer: bool = True) -> dict:
     key = jax.random.PRNGKey(seed)
     k_es, k_run, k_test = jax.random.split(key, 3)
-    es, es_params, state, generation = epg.make_es(k_es)
-    phi0 = es.get_mean(state)  # the initial (random) loss: the ES mean before any generation
+    es, es_params, es_state, generation = epg.make_es(k_es)
+    phi0 = es.get_mean(es_state)  # the initial (random) loss: the ES mean before any generation
     n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(phi0))
     G, P, T = cfg.es.generations, cfg.es.population_size, cfg.tasks_per_member
     steps_per_gen = P * T * (cfg.lifetime.lifetime_steps + epg.env.episode_length * cfg.lifetime.eval_envs)
     print(f"[{name}] loss parameters: {n_params}; population {P} x {T} tasks; lifetime "
           f"{cfg.lifetime.lifetime_steps} steps; {G} generations", flush=True)
 
-    gen_fn = jax.jit(generation)
     t0 = time.time()
-    lowered = gen_fn.lower(state, k_run)
-    compiled = lowered.compile()
+    jit_kwargs = {}
+    if epg.mesh is not None:
+        jit_kwargs["out_shardings"] = distributed.replicated(epg.mesh)
+    compiled = jax.jit(generation, **jit_kwargs).lower(es_state, k_run).compile()
     compile_s = time.time() - t0
     print(f"[{name}] compiled one generation in {compile_s:.1f}s", flush=True)
     # Canonicalise the initial state's dtypes to those the generation returns (no re-trace later).
-    out_state = jax.eval_shape(generation, state, k_run)[0]
-    state = jax.tree_util.tree_map(lambda x, s: np.asarray(x, dtype=s.dtype), state, out_state)
+    out_state = jax.eval_shape(generation, es_state, k_run)[0]
+    es_state = jax.tree_util.tree_map(lambda x, s: np.asarray(x, dtype=s.dtype), es_state, out_state)
+    run = jax.device_get(init_run_state(es_state, k_run, phi0, G))
 
-    history, best_score, best_params = [], -np.inf, es.get_mean(state)
-    metrics_f = open(run_dir / "metrics.jsonl", "a")
+    ckpt = RunCheckpointer(run_dir / "checkpoints", every=checkpoint_every, is_writer=writer)
+    if resume:
+        step, restored = ckpt.restore_latest(run)
+        if restored is not None:
+            run = restored
+            print(f"[{name}] resumed from checkpoint at generation {int(run['generation'])}", flush=True)
+        else:
+            print(f"[{name}] no readable checkpoint; starting from generation 0", flush=True)
+    start = int(run["generation"])
+    log = MetricsLog(run_dir, start, enabled=writer)
+
     t_train = time.time()
-    for g in range(G):
-        k_run, k = jax.random.split(k_run)
-        mean_before = es.get_mean(state)
+    for g in range(start, G):
+        k_run, k = jax.random.split(run["key"])
+        mean_before = es.get_mean(run["es_state"])
         tg = time.time()
-        state, info = compiled(state, k)
+        es_state, info = compiled(run["es_state"], k)
         info = jax.device_get(info)
         dt = time.time() - tg
         mean_f = float(info["mean"])
-        if np.isfinite(mean_f) and mean_f > best_score:
-            best_score, best_params = mean_f, mean_before
+        run = dict(run, es_state=jax.device_get(es_state), key=jax.device_get(k_run),
+                   generation=np.int32(g + 1))
+        run["fitness_mean"] = run["fitness_mean"].copy()
+        run["fitness_max"] = run["fitness_max"].copy()
+        run["fitness_mean"][g], run["fitness_max"][g] = mean_f, float(info["max"])
+        if np.isfinite(mean_f) and mean_f > float(run["best_score"]):
+            # sigma is small, so the population's mean fitness scores the ES mean it was drawn around
+            run["best_score"], run["best_params"] = np.float32(mean_f), jax.device_get(mean_before)
         rec = {"generation": g, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
                "fitness_min": float(info["min"]), "nonfinite": int(info["nonfinite"]),
                "ppo_factor": float(info["ppo_factor"]), "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
-        history.append(rec)
-        metrics_f.write(json.dumps(rec) + "\n")
-        metrics_f.flush()
-        eta = (time.time() - t_train) / (g + 1) * (G - g - 1)
+        log.write(rec)
+        eta = (time.time() - t_train) / (g + 1 - start) * (G - g - 1)
         print(f"[{name}] gen {g + 1}/{G} fitness mean {mean_f:9.2f} max {rec['fitness_max']:9.2f} "
               f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} "
               f"{rec['env_steps_per_s']:,.0f} env-steps/s ETA {fmt_time(eta)}", flush=True)
-    metrics_f.close()
+        ckpt.maybe_save(g + 1, run, force=(g + 1 == G))
+    log.close()
+    ckpt.close()
     train_s = time.time() - t_train
-    final_params = es.get_mean(state)
+    final_params = es.get_mean(run["es_state"])
+    best_params = run["best_params"]
 
     print(f"[{name}] meta-test: {test_agents} fresh agents on the test split "
           f"(learned loss, initial loss, PPO)", flush=True)
     t_test = time.time()
     res = epg_meta_test(epg, best_params, phi0, k_test, test_agents)
-    write_meta_test(run_dir, res, title=f"EPG meta-test on {env_name} (test split)")
     test_s = time.time() - t_test
+    fm = run["fitness_mean"]
     summary = {
         "algorithm": "epg", "experiment": name, "env": env_name, "preset": preset, "seed": seed,
         "generations": G, "population_size": P, "tasks_per_member": T,
         "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
         "env_steps": steps_per_gen * G, "wall_s": time.time() - t0, "compile_s": compile_s,
-        "train_s": train_s, "meta_test_s": test_s,
+        "train_s": train_s, "meta_test_s": test_s, "resumed_from": start if resume else None,
         "devices": device_info(),
-        "fitness_first": history[0]["fitness_mean"] if history else None,
-        "fitness_last": history[-1]["fitness_mean"] if history else None,
-        "best_generation_fitness": best_score,
+        "fitness_first": float(fm[0]), "fitness_last": float(fm[-1]),
+        "fitness_first_10pct": float(np.nanmean(fm[: max(1, G // 10)])),
+        "fitness_last_10pct": float(np.nanmean(fm[-max(1, G // 10):])),
+        "best_generation_fitness": float(run["best_score"]),
         "meta_test": {"split": "test", "agents": test_agents,
                       "learned_return": res["learned_return"],
                       "initial_loss_return": res["initial_loss_return"],
                       "ppo_return": res["ppo_return"]},
     }
-    write_json_atomic(run_dir / "summary.json", summary)
-    _save_loss(run_dir, best_params, final_params)
+    if writer:
+        write_meta_test(run_dir, res, title=f"EPG meta-test on {env_name} (test split)")
+        write_json_atomic(run_dir / "summary.json", summary)
+        _save_loss(run_dir, best_params, final_params)
     mt = summary["meta_test"]
     print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents): learned "
           f"{mt['learned_return']:.2f} | initial loss {mt['initial_loss_return']:.2f} | PPO "
           f"{mt['ppo_return']:.2f}", flush=True)
     print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)
     return summary
+
+
+class MetricsLog:
+    """metrics.jsonl (truncated to the resumed generation) and tensorboardX events."""
+
+    def __init__(self, run_dir: Path, start: int, enabled: bool = True):
+        self.enabled = enabled
+        if not enabled:
+            return
+        path = run_dir / "metrics.jsonl"
+        kept = []
+        if path.exists():
+            kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["generation"] < start]
+        path.write_text("".join(l + "\n" for l in kept))
+        self.f = open(path, "a")
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def write(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        for k, v in rec.items():
+            if k != "generation":
+                self.tb.add_scalar(k, v, rec["generation"])
+
+    def close(self):
+        if self.enabled:
+            self.f.close()
+            self.tb.close()
 
 
 def _save_loss(run_dir: Path, best, final):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
+from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
 from metarl.objectives.epg_loss import EPGLoss, init_epg_loss
@@ -35,8 +35,13 @@ class EPGConfig:
 
 
 class EPG:
-    def __init__(self, env: TaskFamily, config: EPGConfig, loss_module: EPGLoss | None = None):
+    def __init__(self, env: TaskFamily, config: EPGConfig, loss_module: EPGLoss | None = None,
+                 mesh=None):
+        """``mesh``: an optional population mesh (metarl.distributed); members are split over it."""
         self.env, self.config = env, config.validate()
+        self.mesh = mesh
+        if mesh is not None:
+            check_population(config.es.population_size, mesh)
         self.loss_module = loss_module or EPGLoss()
         self.lifetime = make_lifetime(env, config.lifetime, self.loss_module)
         self.T = config.tasks_per_member
@@ -64,6 +69,7 @@ class EPG:
 
     def fitness_fn(self, population, key, f):
         """Mean evaluation return after a lifetime on train tasks, (P,)."""
+        population = shard_population(population, self.mesh)
         P = jax.tree_util.tree_leaves(population)[0].shape[0]
         k_task, k_agent = jax.random.split(key)
         if self.config.common_random_numbers:

@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 PRESETS = ("smoke", "cpu", "paper")
 
@@ -20,7 +21,7 @@ class ConfigError(ValueError):
     """A bad user-supplied value; the CLI prints its one-line message and exits with code 2."""
 
 
-def fail(message: str) -> "NoReturn":  # noqa: F821
+def fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
 

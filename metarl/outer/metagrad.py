@@ -131,7 +131,9 @@ class MetaTrainer:
             keys = jax.random.split(kg, self.cfg.agents_per_env)
             tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 1), self.split))(keys)
             groups.append(jax.vmap(agent.init)(keys, tasks))
-        return MetaState(tuple(groups), alpha, self.meta_tx.init(alpha), k_run)
+        ms = MetaState(tuple(groups), alpha, self.meta_tx.init(alpha), k_run)
+        # every leaf gets its own buffer, so the state can be donated to ``iteration``
+        return jax.tree_util.tree_map(jnp.copy, ms)
 
     def agent_block(self, agent: TD3Agent, s: TD3State, alpha):
         """One block for one agent; returns (state, clipped meta-gradient, meta-loss)."""

@@ -1,0 +1,54 @@
+"""Populations over devices and hosts: a 1-D ``jax.sharding.Mesh`` named 'pop'.
+
+The population axis (ES members, or agents) is laid out over all devices of all processes with
+``NamedSharding``; XLA partitions the vmapped inner loops along it, and the outer-loop state stays
+replicated, so N devices compute the same generation as one. Multi-host (TPU pods, GPU clusters):
+call ``initialize`` first in every process; only process 0 writes logs and checkpoints.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "pop"
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """``jax.distributed.initialize``: explicit arguments, or auto-detection on TPU pods/SLURM
+    when METARL_DISTRIBUTED=1 is set. A no-op for single-process runs."""
+    if coordinator is not None:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    elif os.environ.get("METARL_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+
+
+def is_writer() -> bool:
+    return jax.process_index() == 0
+
+
+def population_mesh(devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (AXIS,))
+
+
+def check_population(population_size: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if population_size % n:
+        raise ValueError(f"population_size={population_size} is not divisible by the {n} devices; "
+                         f"use a multiple of {n}")
+
+
+def shard_population(tree, mesh: Mesh | None):
+    """Constrains every leaf's leading (population) axis to be split over the mesh."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())

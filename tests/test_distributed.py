@@ -1,0 +1,55 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarl import distributed
+
+HELPER = Path(__file__).with_name("_sharded_generation.py")
+ROOT = HELPER.parents[1]
+
+
+def test_population_must_divide_devices():
+    import jax
+
+    mesh = distributed.population_mesh(jax.devices()[:1] * 1)
+    distributed.check_population(4, mesh)
+
+    class FakeMesh:
+        devices = np.zeros(4)
+
+    with pytest.raises(ValueError, match="population_size=6 is not divisible by the 4 devices"):
+        distributed.check_population(6, FakeMesh())
+
+
+def test_four_virtual_devices_match_one_device():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    r = subprocess.run([sys.executable, str(HELPER), "devices"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 4
+    np.testing.assert_allclose(out["r1"], out["r4"], rtol=1e-5, atol=1e-4)
+    assert out["mean_diff"] < 1e-6
+
+
+def test_two_process_localhost_run_completes():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, str(HELPER), "multi", f"127.0.0.1:{port}", "2", str(i)],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    assert all(r["n"] == 2 and r["procs"] == 2 for r in res)
+    assert [r["writer"] for r in res] == [True, False]
+    np.testing.assert_allclose(res[0]["r"], res[1]["r"])

@@ -1,0 +1,122 @@
+"""Run operations: bad configs, checkpoint fallback, kill-and-resume, devices and processes."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarl.checkpoint import RunCheckpointer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "smoke", "--lifetime-steps", "64", "--population", "2", "--test-agents", "1"]
+
+
+def run_exp(args, timeout=600, **kw):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "experiments.epg_reacher", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--population", "5"], "population_size=5 must be even"),
+    (["--population", "0"], "population_size must be a positive integer, got 0"),
+    (["--strategy", "Foo_ES"], "unknown --strategy 'Foo_ES'"),
+    (["--lifetime-steps", "100"], "lifetime_steps=100 must be a multiple of update_period=64"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--generations", "-3"], "generations must be a positive integer, got -3"),
+])
+def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
+    run_dir = tmp_path / "run"
+    code, err = _main_exit(["--preset", "smoke", "--run-dir", str(run_dir), *extra], capsys)
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert not run_dir.exists()
+
+
+def _main_exit(argv, capsys):
+    """Runs the experiment's CLI in-process (the same code path as python -m) up to its exit."""
+    from experiments.epg_common import main
+    from experiments.epg_reacher import ENV, PRESETS
+
+    with pytest.raises(SystemExit) as e:
+        main("epg_reacher", ENV, PRESETS, argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_exit_code_2_from_the_command_line(tmp_path):
+    r = run_exp(["--preset", "smoke", "--population", "5", "--run-dir", str(tmp_path / "run")])
+    assert r.returncode == 2 and "population_size=5 must be even" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_file_and_missing_resume_are_refused(tmp_path, capsys):
+    existing = tmp_path / "old"
+    existing.mkdir()
+    (existing / "summary.json").write_text('{"keep": true}')
+    code, err = _main_exit(["--preset", "smoke", "--run-dir", str(existing)], capsys)
+    assert code == 2 and "already holds a run" in err
+    assert json.loads((existing / "summary.json").read_text()) == {"keep": True}
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, err = _main_exit(["--preset", "smoke", "--run-dir", str(a_file)], capsys)
+    assert code == 2 and "is a file" in err and a_file.read_text() == "x"
+    code, err = _main_exit(["--resume", "--run-dir", str(tmp_path / "nothing")], capsys)
+    assert code == 2 and "does not exist" in err
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    code, err = _main_exit(["--resume", "--run-dir", str(tmp_path / "empty")], capsys)
+    assert code == 2 and "config.json missing" in err
+
+
+def test_truncated_latest_checkpoint_falls_back(tmp_path):
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    state = {"a": np.arange(4.0, dtype=np.float32), "g": np.int32(0)}
+    ck.maybe_save(1, {"a": state["a"] + 1, "g": np.int32(1)})
+    ck.maybe_save(2, {"a": state["a"] + 2, "g": np.int32(2)})
+    ck.close()
+    # damage checkpoint 2: truncate every data file in it
+    for f in (tmp_path / "ck" / "2").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:3])
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        step, restored = ck.restore_latest(state)
+    assert step == 1 and int(restored["g"]) == 1
+    np.testing.assert_array_equal(restored["a"], state["a"] + 1)
+    assert any("checkpoint 2 could not be restored" in str(x.message) for x in w)
+
+
+def _series(run_dir):
+    return [json.loads(l)["fitness_mean"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
+    args = [*TINY, "--generations", "6", "--checkpoint-every", "1"]
+    full = tmp_path / "full"
+    r = run_exp([*args, "--run-dir", str(full)])
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.Popen([sys.executable, "-m", "experiments.epg_reacher", *args, "--run-dir", str(killed)],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "3").exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (killed / "summary.json").exists()
+    r = run_exp(["--resume", "--run-dir", str(killed)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from checkpoint at generation" in r.stdout
+    assert _series(killed) == _series(full)  # bit-identical on CPU
+    s = json.loads((killed / "summary.json").read_text())
+    assert s["devices"]["processes"] == 1 and s["devices"]["devices"] >= 1
