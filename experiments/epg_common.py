@@ -19,7 +19,8 @@ from metarl.checkpoint import RunCheckpointer
 from metarl.epg import EPG, EPGConfig
 from metarl.evaluate import epg_meta_test, write_meta_test
 from metarl.outer.es import STRATEGIES
-from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info, fail,
+from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
+                         enable_compilation_cache, fail,
                          prepare_run_dir, resolve_preset, write_json_atomic)
 
 
@@ -109,6 +110,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
             raise ConfigError(str(e)) from None
     except ConfigError as e:
         fail(str(e))
+    enable_compilation_cache()
     writer = distributed.is_writer()
     print(f"[{name}] preset={preset} ({reason}); env={env_name}; devices={jax.device_count()} "
           f"({jax.default_backend()}), processes={jax.process_count()}; run dir {run_dir}"

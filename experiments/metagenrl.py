@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     from metarl import envs
     from metarl.baselines.ppo import PPOConfig
     from metarl.inner.td3 import TD3Config
-    from metarl.metagenrl_eval import meta_test, write_outputs
+    from metarl.metagenrl_eval import METHODS, meta_test, write_outputs
     from metarl.objectives.metagenrl import init_objective
     from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     T = P["test"]
     results = meta_test(test_names, alpha, initial_alpha, trainer.module, test_cfg,
                         T["total_steps"], T["num_chunks"], T["num_seeds"], args.seed,
-                        ppo_config=ppo_cfg)
+                        ppo_config=ppo_cfg, methods=P.get("methods", METHODS))
     write_outputs(run_dir, results, seen=train_names)
     first = results[test_names[0]]
     summary = {
@@ -141,9 +141,9 @@ def main(argv=None) -> int:
             "env": test_names[0], "test_env_steps": T["total_steps"], "seeds": T["num_seeds"],
             "learned_return": first["learned"]["eval_return"],
             "initial_loss_return": first["initial_loss"]["eval_return"],
-            "td3_return": first["td3"]["eval_return"],
-            "reinforce_return": first["reinforce"]["eval_return"],
-            "ppo_return": first["ppo"]["eval_return"],
+            "td3_return": first["td3"]["eval_return"] if "td3" in first else None,
+            "reinforce_return": first["reinforce"]["eval_return"] if "reinforce" in first else None,
+            "ppo_return": first["ppo"]["eval_return"] if "ppo" in first else None,
             "per_env": {e: {f"{m}_return": r["eval_return"] for m, r in res.items()}
                         for e, res in results.items()},
         },

@@ -38,35 +38,70 @@ def _summ(metrics: dict) -> dict:
             "eval_returns": evals.tolist(), "eval_return": float(evals.mean())}
 
 
+TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
+
+
+def combined_loss(module: MetaGenRLObjective, sigma: float):
+    """policy_loss factory whose params {'w': (3,), 'alpha'} select L_alpha, DDPG or REINFORCE:
+    loss = w0 L_alpha + w1 (-Q1) + w2 REINFORCE. One compiled program then trains every method of
+    the TD3 harness side by side (vmap over method x seed), which saves a compile per method."""
+
+    def factory(agent):
+        lf = learned_loss(module, agent)
+        rf = reinforce_loss(sigma)(agent)
+
+        def loss(p, pol, cri, batch):
+            w = p["w"]
+            return (w[0] * lf(p["alpha"], pol, cri, batch) + w[1] * agent.ddpg_loss(pol, cri, batch)
+                    + w[2] * rf(None, pol, cri, batch))
+
+        return loss
+
+    return factory
+
+
 def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: MetaGenRLObjective,
               td3_config: TD3Config, total_steps: int, num_chunks: int, num_seeds: int, seed: int,
               ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
               split: str = "test", log=print) -> dict:
-    """Trains ``num_seeds`` fresh agents per (env, method); returns summaries per env and method."""
+    """Trains ``num_seeds`` fresh agents per (env, method) on tasks of ``split``; every method sees
+    the same seeds and tasks. Returns {env: {method: summary}} (eval_return: deterministic policy
+    after ``total_steps`` env steps, curve: training-episode returns per chunk)."""
+    import jax.numpy as jnp
+
+    weights = {"learned": (1.0, 0.0, 0.0), "initial_loss": (1.0, 0.0, 0.0), "td3": (0.0, 1.0, 0.0),
+               "reinforce": (0.0, 0.0, 1.0)}
+    alphas = {"initial_loss": initial_alpha}
     out = {}
     for name in env_names:
         env = envs_lib.make(name)
         keys = jax.random.split(jax.random.PRNGKey(seed + 1000), num_seeds)
         tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), split))(keys)
         res = {}
-        learned_train = td3_lib.make_train(env, td3_config, total_steps, num_chunks,
-                                           lambda agent: learned_loss(module, agent))
-        runs = {"learned": (learned_train, learned_alpha),
-                "initial_loss": (learned_train, initial_alpha),
-                "td3": (td3_lib.make_train(env, td3_config, total_steps, num_chunks), None),
-                "reinforce": (td3_lib.make_train(env, td3_config, total_steps, num_chunks,
-                                                 reinforce_loss(td3_config.expl_noise)), None)}
-        for m in methods:
+        harness = [m for m in methods if m in TD3_HARNESS]
+        if harness:
             t0 = time.time()
-            if m == "ppo":
-                cfg = dataclasses.replace(ppo_config or ppo_lib.PPOConfig(), total_steps=total_steps)
-                _, metrics = jax.jit(jax.vmap(ppo_lib.make_train(env, cfg)))(keys, tasks)
-            else:
-                train, params = runs[m]
-                _, metrics = jax.jit(jax.vmap(train, in_axes=(0, 0, None)))(keys, tasks, params)
-            res[m] = _summ(metrics)
+            train = td3_lib.make_train(env, td3_config, total_steps, num_chunks,
+                                       combined_loss(module, td3_config.expl_noise))
+            M = len(harness)
+            params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),
+                      "alpha": jax.tree_util.tree_map(
+                          lambda *xs: jnp.repeat(jnp.stack(xs), num_seeds, axis=0),
+                          *[alphas.get(m, learned_alpha) for m in harness])}
+            tile = lambda x: jnp.tile(x, (M,) + (1,) * (x.ndim - 1))
+            _, metrics = jax.jit(jax.vmap(train))(tile(keys), jax.tree_util.tree_map(tile, tasks), params)
+            for i, m in enumerate(harness):
+                res[m] = _summ(jax.tree_util.tree_map(lambda x: x[i * num_seeds:(i + 1) * num_seeds], metrics))
+            log(f"meta-test {name}: TD3 harness ({', '.join(harness)}) [{time.time() - t0:.0f}s]")
+        if "ppo" in methods:
+            t0 = time.time()
+            cfg = dataclasses.replace(ppo_config or ppo_lib.PPOConfig(), total_steps=total_steps)
+            _, metrics = jax.jit(jax.vmap(ppo_lib.make_train(env, cfg)))(keys, tasks)
+            res["ppo"] = _summ(metrics)
+            log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
+        for m in methods:
             log(f"meta-test {name} {m:>12s}: eval return {res[m]['eval_return']:.2f} "
-                f"(seeds {np.round(res[m]['eval_returns'], 2).tolist()}) [{time.time() - t0:.0f}s]")
+                f"(seeds {np.round(res[m]['eval_returns'], 2).tolist()})")
         out[name] = res
     return out
 

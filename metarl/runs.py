@@ -89,6 +89,18 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
+def enable_compilation_cache() -> None:
+    """Persistent XLA compilation cache (~/.cache/metarl/xla or $JAX_COMPILATION_CACHE_DIR), so a
+    re-run or a resumed run skips compiling again. METARL_NO_COMPILATION_CACHE=1 turns it off."""
+    if os.environ.get("METARL_NO_COMPILATION_CACHE") == "1":
+        return
+    import jax
+
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(Path.home() / ".cache" / "metarl" / "xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def device_info() -> dict:
     import jax
 

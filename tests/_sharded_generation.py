@@ -3,6 +3,7 @@ import json
 import sys
 
 import jax
+import jax.flatten_util
 import numpy as np
 
 from metarl import distributed, envs
@@ -19,7 +20,8 @@ def generation_returns(mesh):
     es, params, state, gen = epg.make_es(jax.random.PRNGKey(0))
     kw = {"out_shardings": distributed.replicated(mesh)} if mesh is not None else {}
     state, info = jax.jit(gen, **kw)(state, jax.random.PRNGKey(1))
-    return np.asarray(jax.device_get(info["returns"])), np.asarray(jax.device_get(es.get_mean(state)))
+    mean = jax.flatten_util.ravel_pytree(jax.device_get(es.get_mean(state)))[0]
+    return np.asarray(jax.device_get(info["returns"])), np.asarray(mean)
 
 
 if __name__ == "__main__":
