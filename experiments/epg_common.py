@@ -18,7 +18,7 @@ from metarl import distributed, envs
 from metarl.checkpoint import RunCheckpointer
 from metarl.epg import EPG, EPGConfig
 from metarl.evaluate import epg_meta_test, write_meta_test
-from metarl.outer.es import STRATEGIES
+from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
                          enable_compilation_cache, fail,
                          prepare_run_dir, resolve_preset, write_json_atomic)
@@ -67,8 +67,8 @@ def build_config(args, presets: dict, env_name: str):
                               tasks_per_member=args.tasks_per_member or cfg.tasks_per_member,
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
     test_agents = args.test_agents if args.test_agents is not None else p.test_agents
-    if args.strategy is not None and args.strategy not in STRATEGIES:
-        raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if args.strategy is not None and args.strategy not in strategies():
+        raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(strategies())}")
     try:
         cfg.validate()
     except ValueError as e:

@@ -133,10 +133,10 @@ def test_td3_learns_random_reacher_above_random():
     from metarl.evaluate_policy import episode_return
 
     env = envs.make("random_reacher")
-    cfg = TD3Config(hidden=(32, 32), random_steps=500, replay_size=5_000, batch_size=8, polyak=0.99)
+    cfg = TD3Config(hidden=(32, 32), random_steps=300, replay_size=2_000, batch_size=8, polyak=0.99)
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     tasks = jax.vmap(lambda k: env.sample_task(k, "train"))(keys)
-    _, m = jax.jit(jax.vmap(make_train(env, cfg, total_steps=3_000, num_chunks=3)))(keys, tasks)
+    _, m = jax.jit(jax.vmap(make_train(env, cfg, total_steps=1_500, num_chunks=1)))(keys, tasks)
     rand = jax.vmap(lambda k, t: episode_return(
         env, lambda o, kk: jax.random.uniform(kk, (o.shape[0], env.action_size), minval=-1, maxval=1),
         t, k, 8))(keys, tasks)

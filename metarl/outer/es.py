@@ -15,10 +15,19 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
-from evosax.algorithms import distribution_based_algorithms
-from evosax.core.fitness_shaping import add_weight_decay, centered_rank_fitness_shaping_fn
 
-STRATEGIES = tuple(sorted(distribution_based_algorithms))
+
+def _algorithms() -> dict:
+    # Imported on first use: importing evosax initialises the XLA backend, which must wait until a
+    # multi-host run has called jax.distributed.initialize.
+    from evosax.algorithms import distribution_based_algorithms
+
+    return distribution_based_algorithms
+
+
+def strategies() -> tuple[str, ...]:
+    """Names of evosax's distribution-based algorithms (Open_ES, SNES, PGPE, CMA_ES, ...)."""
+    return tuple(sorted(_algorithms()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,9 +44,9 @@ class ESConfig:
     ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction, then 0
 
     def validate(self) -> "ESConfig":
-        if self.strategy not in distribution_based_algorithms:
+        if self.strategy not in _algorithms():
             raise ValueError(f"unknown ES strategy {self.strategy!r}; expected one of "
-                             f"{', '.join(STRATEGIES)}")
+                             f"{', '.join(strategies())}")
         for f in ("population_size", "generations"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
@@ -61,7 +70,9 @@ def ppo_factor(generation, cfg: ESConfig):
 def make_strategy(cfg: ESConfig, solution):
     """Builds the evosax algorithm and its params for ``solution``'s shape."""
     cfg.validate()
-    cls = distribution_based_algorithms[cfg.strategy]
+    from evosax.core.fitness_shaping import add_weight_decay, centered_rank_fitness_shaping_fn
+
+    cls = _algorithms()[cfg.strategy]
     accepted = inspect.signature(cls.__init__).parameters
     lr = optax.piecewise_constant_schedule(
         cfg.learning_rate, {int(cfg.lr_drop_fraction * cfg.generations): cfg.lr_drop_factor})
