@@ -85,7 +85,6 @@ def main(argv=None) -> int:
     from metarl.baselines.ppo import PPOConfig
     from metarl.inner.td3 import TD3Config
     from metarl.metagenrl_eval import METHODS, meta_test, write_outputs
-    from metarl.objectives.metagenrl import init_objective
     from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
     td3_cfg = TD3Config(**P["td3"])

@@ -43,7 +43,10 @@ class EPG:
         if mesh is not None:
             check_population(config.es.population_size, mesh)
         self.loss_module = loss_module or EPGLoss()
-        self.lifetime = make_lifetime(env, config.lifetime, self.loss_module)
+        # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation).
+        with_ppo = config.es.ppo_anneal_fraction > 0
+        self.lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=with_ppo)
+        self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False)
         self.T = config.tasks_per_member
 
     def init_loss(self, key):
@@ -60,9 +63,11 @@ class EPG:
         """Each loss in ``loss_params`` (leading axis P) trains one fresh agent per task.
 
         tasks/keys: shared by all members, (T, ...) and (T, 2), or per member, (P, T, ...) and
-        (P, T, 2). Returns lifetime metrics with leading axes (P, T).
+        (P, T, 2). ``f``: the PPO mixing factor; None trains with the learned loss alone (meta-test).
+        Returns lifetime metrics with leading axes (P, T).
         """
-        per_member = jax.vmap(self.lifetime, in_axes=(None, 0, 0, None))  # over tasks
+        lifetime = self.lifetime if f is not None else self.test_lifetime
+        per_member = jax.vmap(lifetime, in_axes=(None, 0, 0, None))  # over tasks
         shared = keys.ndim == 2
         axes = (0, None, None, None) if shared else (0, 0, 0, None)
         return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, f)

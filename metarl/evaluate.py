@@ -33,7 +33,7 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
     tasks = epg.sample_tasks(k_tasks, num_agents, split)
     # Both losses in one compiled call: leading axis 2 = (learned, initial); same tasks and seeds.
     out = jax.jit(epg.train_agents)(stack(learned_params, initial_params), tasks,
-                                    jax.random.split(k_agents, num_agents), 0.0)
+                                    jax.random.split(k_agents, num_agents), None)
     out = jax.device_get(out)
     ppo_cfg = PPOConfig(total_steps=lc.lifetime_steps, num_envs=1, unroll_length=lc.update_period,
                         num_minibatches=max(1, lc.update_period // lc.minibatch_size), update_epochs=4,

@@ -110,7 +110,7 @@ def write_outputs(run_dir: Path, results: dict, seen: Sequence[str] = ()) -> Non
     run_dir = Path(run_dir)
     with open(run_dir / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["env", "seen", "method", "env_steps", "episode_return"])
+        w.writerow(["env", "seen_env", "method", "env_steps", "episode_return"])
         for env, res in results.items():
             for m, r in res.items():
                 for s, v in zip(r["env_steps"], r["curve"]):

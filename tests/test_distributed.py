@@ -43,6 +43,9 @@ def test_two_process_localhost_run_completes():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # Without the shared on-disk compilation cache: one process hitting it while the other compiles
+    # desynchronises them by minutes, past the coordination service's shutdown barrier.
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     procs = [subprocess.Popen([sys.executable, str(HELPER), "multi", f"127.0.0.1:{port}", "2", str(i)],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]

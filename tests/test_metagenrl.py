@@ -12,7 +12,7 @@ import pytest
 from metarl.inner import replay as rb
 from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
-from metarl.outer.metagrad import learned_loss, meta_objective
+from metarl.outer.metagrad import meta_objective
 
 
 def _fill(capacity, n, done_at):

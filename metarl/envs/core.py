@@ -73,6 +73,10 @@ class TaskFamily:
         self.action_size = self.base.action_size
         dummy = self.sample_task(jax.random.PRNGKey(0), "train")
         self.observation_size = self.base.observation_size + self.task_obs_size(dummy)
+        # Each call site of reset/step inside a bigger program (training rollout, evaluation) reuses
+        # one trace of the physics instead of re-tracing brax's pipeline: a large share of compile time.
+        self.reset = jax.jit(self._reset)
+        self.step = jax.jit(self._step)
 
     # ---- task-specific hooks -------------------------------------------------------------
     def sample_task(self, key: jax.Array, split: str = "train") -> Any:
@@ -99,7 +103,8 @@ class TaskFamily:
         return self.base.reset(key)
 
     # ---- the environment API -------------------------------------------------------------
-    def reset(self, key: jax.Array, task: Any) -> EnvState:
+    def _reset(self, key: jax.Array, task: Any) -> EnvState:
+        """reset(key, task) -> EnvState: a fresh episode of the task."""
         with self.physics(task):
             bs = self.base_reset(key, task)
         obs = jnp.concatenate([bs.obs, self.task_obs(bs, task)])
@@ -110,7 +115,7 @@ class TaskFamily:
             first_brax_state=bs, first_obs=obs,
         )
 
-    def step(self, state: EnvState, action: jax.Array) -> EnvState:
+    def _step(self, state: EnvState, action: jax.Array) -> EnvState:
         """One step; at episode end (terminal or time limit) the state resets to the first state."""
         with self.physics(state.task):
             bs = self.base.step(state.brax_state, action)

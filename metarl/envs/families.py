@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from brax.envs.base import State
 
 from metarl.envs.core import TaskFamily, check_split
 
@@ -165,6 +166,7 @@ class RandomReacher(TaskFamily):
         qd = jax.random.uniform(k2, (env.sys.qd_size(),), minval=-0.005, maxval=0.005)
         q = q.at[2:].set(task["target"])
         qd = qd.at[2:].set(0.0)
-        bs = env.reset(key)
         ps = env.pipeline_init(q, qd)
-        return bs.replace(pipeline_state=ps, obs=env._get_obs(ps))
+        zero = jnp.zeros(())
+        return State(pipeline_state=ps, obs=env._get_obs(ps), reward=zero, done=zero,
+                     metrics={"reward_dist": zero, "reward_ctrl": zero})

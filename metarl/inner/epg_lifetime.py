@@ -84,6 +84,13 @@ class AgentState:
     key: jax.Array
 
 
+def _cond(pred, true_fn, false_fn, operand):
+    """lax.cond, or the false branch alone when ``pred`` is the Python constant False."""
+    if pred is False:
+        return false_fn(operand)
+    return jax.lax.cond(pred, true_fn, false_fn, operand)
+
+
 def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss):
     """Returns L(policy_params, loss_params, buffer, obs_stats, act_stats, head_idx) -> ().
 
@@ -101,8 +108,12 @@ def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss):
     return loss
 
 
-def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss | None = None):
+def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss | None = None,
+                  with_ppo: bool = True):
     """Returns ``lifetime(loss_params, task, key, ppo_factor) -> metrics``.
+
+    ``with_ppo=False`` builds the program without the PPO term and value net (ppo_factor is then
+    ignored; used when f is always 0, e.g. at meta-test): a smaller program that compiles faster.
 
     metrics: 'eval_return' () return of the final policy (fitness), 'curve' (num_updates,) mean
     return of episodes completed in each update's rollout (NaN where none), 'final_log_std' ().
@@ -152,7 +163,8 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
             nv = jnp.concatenate([v[1:], value.apply(vp, s_next)[None]])
             return gae(tr["reward"], v, nv, tr["done"], tr["truncated"], cfg.gamma, cfg.gae_lambda)
 
-        adv, target = jax.lax.cond(ppo_factor > 0, ppo_targets,
+        use_ppo = (ppo_factor > 0) if with_ppo else False
+        adv, target = _cond(use_ppo, ppo_targets,
                                    lambda vp: (jnp.zeros(M), jnp.zeros(M)), agent.value)
         perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
 
@@ -167,7 +179,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
                     return ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
                                            adv[idx], cfg.clip_eps)
 
-                lp = jax.lax.cond(ppo_factor > 0, l_ppo, lambda pp: 0.0, pp)
+                lp = _cond(use_ppo, l_ppo, lambda pp: 0.0, pp)
                 return (1.0 - ppo_factor) * l_epg + ppo_factor * lp
 
             g = jax.grad(total_loss)(pp)
@@ -180,7 +192,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
                 u, vo = v_opt.update(gv, vo, vp)
                 return optax.apply_updates(vp, u), vo
 
-            vp, vo = jax.lax.cond(ppo_factor > 0, v_step, lambda a: a, (vp, vo))
+            vp, vo = _cond(use_ppo, v_step, lambda a: a, (vp, vo))
             return (pp, vp, po, vo), None
 
         (pp, vp, po, vo), _ = jax.lax.scan(
@@ -205,7 +217,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
     def lifetime(loss_params, task, key, ppo_factor=0.0):
         k_init, k_updates, k_eval = jax.random.split(key, 3)
         agent = init_agent(task, k_init)
-        ppo_factor = jnp.asarray(ppo_factor, jnp.float32)
+        ppo_factor = jnp.asarray(ppo_factor if with_ppo else 0.0, jnp.float32)
         agent, curve = jax.lax.scan(lambda a, k: update(a, k, loss_params, ppo_factor), agent,
                                     jax.random.split(k_updates, cfg.num_updates))
 
