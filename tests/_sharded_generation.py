@@ -3,7 +3,6 @@ import json
 import sys
 
 import jax
-import jax.flatten_util
 import numpy as np
 
 from metarl import distributed, envs
@@ -20,7 +19,7 @@ def generation_returns(mesh):
     es, params, state, gen = epg.make_es(jax.random.PRNGKey(0))
     kw = {"out_shardings": distributed.replicated(mesh)} if mesh is not None else {}
     state, info = jax.jit(gen, **kw)(state, jax.random.PRNGKey(1))
-    mean = jax.flatten_util.ravel_pytree(jax.device_get(es.get_mean(state)))[0]
+    mean = jax.device_get(state.mean)  # the flat ES mean, replicated on every process
     return np.asarray(jax.device_get(info["returns"])), np.asarray(mean)
 
 

@@ -38,7 +38,7 @@ def test_four_virtual_devices_match_one_device():
     assert out["mean_diff"] < 1e-6
 
 
-def test_two_process_localhost_run_completes():
+def test_two_process_localhost_run_completes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -46,10 +46,18 @@ def test_two_process_localhost_run_completes():
     # Without the shared on-disk compilation cache: one process hitting it while the other compiles
     # desynchronises them by minutes, past the coordination service's shutdown barrier.
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    procs = [subprocess.Popen([sys.executable, str(HELPER), "multi", f"127.0.0.1:{port}", "2", str(i)],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    outs = [p.communicate(timeout=900) for p in procs]
+    # Output goes to files, not pipes: a full, unread pipe would block one process while the other
+    # waits for it at the coordination service's barriers.
+    logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
+    procs = []
+    for i, (out, err) in enumerate(logs):
+        with open(out, "w") as fo, open(err, "w") as fe:
+            procs.append(subprocess.Popen(
+                [sys.executable, str(HELPER), "multi", f"127.0.0.1:{port}", "2", str(i)],
+                cwd=ROOT, env=env, stdout=fo, stderr=fe, text=True))
+    for p in procs:
+        p.wait(timeout=900)
+    outs = [(o.read_text(), e.read_text()) for o, e in logs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-3000:]
     res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]

@@ -74,9 +74,12 @@ class TaskFamily:
         dummy = self.sample_task(jax.random.PRNGKey(0), "train")
         self.observation_size = self.base.observation_size + self.task_obs_size(dummy)
         # Each call site of reset/step inside a bigger program (training rollout, evaluation) reuses
-        # one trace of the physics instead of re-tracing brax's pipeline: a large share of compile time.
-        self.reset = jax.jit(self._reset)
-        self.step = jax.jit(self._step)
+        # one trace of the physics instead of re-tracing brax's pipeline: a large share of compile
+        # time. Not in multi-process runs: there the nested jit's captured system constants become
+        # arrays spanning other processes' devices, which jax refuses to close over.
+        nested_jit = jax.process_count() == 1
+        self.reset = jax.jit(self._reset) if nested_jit else self._reset
+        self.step = jax.jit(self._step) if nested_jit else self._step
 
     # ---- task-specific hooks -------------------------------------------------------------
     def sample_task(self, key: jax.Array, split: str = "train") -> Any:
