@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         P = PRESETS[preset]
         train_names = parse_envs(args.train_envs or P["train_envs"], "--train-envs")
         test_names = parse_envs(args.test_envs or P["test_envs"], "--test-envs")
-        run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite)
+        run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite,
+                                resumable=False)
     except ConfigError as e:
         fail(str(e))
 

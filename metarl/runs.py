@@ -40,8 +40,11 @@ def resolve_preset(preset: str | None) -> tuple[str, str]:
     return "paper", f"accelerator visible to jax (backend: {platform})"
 
 
-def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False) -> Path:
-    """Validates a run directory without touching it; raises ConfigError for unusable ones."""
+def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool = False,
+                  resumable: bool = True) -> Path:
+    """Validates a run directory without touching it; raises ConfigError for unusable ones.
+
+    ``resumable``: whether the experiment offers --resume (named in the refusal message)."""
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise ConfigError(f"--run-dir {str(p)!r} is a file; expected a directory")
@@ -50,8 +53,8 @@ def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool
             raise ConfigError(f"--resume given but run dir {str(p)!r} does not exist")
         return p
     if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise ConfigError(f"--run-dir {str(p)!r} already holds a run; pass --overwrite to replace it "
-                          "or --resume to continue it")
+        hint = " or --resume to continue it" if resumable else ""
+        raise ConfigError(f"--run-dir {str(p)!r} already holds a run; pass --overwrite to replace it{hint}")
     return p
 
 
