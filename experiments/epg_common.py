@@ -17,6 +17,8 @@ import numpy as np
 from metarl import distributed, envs
 from metarl.checkpoint import RunCheckpointer
 from metarl.epg import EPG, EPGConfig
+from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.outer.es import ESConfig
 from metarl.evaluate import epg_meta_test, write_meta_test
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
@@ -29,6 +31,26 @@ class Preset:
     epg: EPGConfig
     test_agents: int
     episode_length: int | None = None
+
+
+def locomotion_presets() -> dict:
+    """Presets shared by the Brax locomotion families (GoalAnt, DirHalfCheetah, RandomHopper).
+
+    ``paper`` uses DESIGN.md's sizes (8192-step lifetimes of 1000-step episodes), a GPU/TPU job;
+    ``cpu`` shortens episodes to 200 steps and lifetimes to 1024 steps to fit 15 minutes on 2 cores.
+    """
+    return {
+        "smoke": Preset(EPGConfig(LifetimeConfig(lifetime_steps=128, eval_envs=1),
+                                  ESConfig(population_size=2, generations=1), tasks_per_member=1),
+                        test_agents=1, episode_length=50),
+        "cpu": Preset(EPGConfig(LifetimeConfig(lifetime_steps=1024, eval_envs=2),
+                                ESConfig(population_size=8, generations=60, ppo_anneal_fraction=0.0),
+                                tasks_per_member=1),
+                      test_agents=4, episode_length=200),
+        "paper": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=4),
+                                  ESConfig(population_size=64, generations=2000), tasks_per_member=4),
+                        test_agents=16),
+    }
 
 
 def parse(name: str, env_name: str, argv=None):
