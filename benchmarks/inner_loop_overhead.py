@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from benchmarks.common import compile_jit, markdown_table, section_preamble, timed, write_section
 from metarl import envs
+from metarl.envs.core import repeat_task
 from metarl.epg import EPG, EPGConfig
 from metarl.inner.epg_lifetime import LifetimeConfig
 from metarl.outer.es import ESConfig
@@ -31,7 +32,7 @@ FULL = {"random_reacher": dict(P=256, T=4, lifetime=8192, episode=50, eval_envs=
 
 def raw_steps_per_s(env, B, steps, repeats):
     task = env.sample_task(jax.random.PRNGKey(0), "train")
-    tasks = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (B, *jnp.shape(x))), task)
+    tasks = repeat_task(task, B)
     state = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(1), B), tasks)
 
     def run(state, key):

@@ -6,7 +6,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from metarl.envs.core import TaskFamily
+from metarl.envs.core import TaskFamily, repeat_task
 
 
 def episode_return(env: TaskFamily, act: Callable, task, key, num_envs: int):
@@ -16,7 +16,7 @@ def episode_return(env: TaskFamily, act: Callable, task, key, num_envs: int):
     ``env.episode_length`` steps; rewards after its first episode end are masked out. Returns ().
     """
     k_reset, k_act = jax.random.split(key)
-    tasks = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (num_envs, *jnp.shape(x))), task)
+    tasks = repeat_task(task, num_envs)
     state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs), tasks)
 
     def body(carry, k):

@@ -15,7 +15,7 @@ import optax
 from brax.training.acme import running_statistics, specs
 from flax import struct
 
-from metarl.envs.core import TaskFamily
+from metarl.envs.core import TaskFamily, repeat_task
 from metarl.evaluate_policy import episode_return
 from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
 from metarl.objectives.ppo import gae, ppo_policy_loss
@@ -144,7 +144,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
         k_pi, k_v, k_env, k_run, k_eval = jax.random.split(key, 5)
         dummy = jnp.zeros((env.observation_size,))
         params = {"policy": policy.init(k_pi, dummy), "value": value.init(k_v, dummy)}
-        tasks = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (cfg.num_envs, *jnp.shape(x))), task)
+        tasks = repeat_task(task, cfg.num_envs)
         env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs), tasks)
         stats = running_statistics.init_state(specs.Array((env.observation_size,), jnp.float32))
         if cfg.normalize_observations:

@@ -50,6 +50,11 @@ class EnvState:
     first_obs: jax.Array
 
 
+def repeat_task(task: Any, n: int) -> Any:
+    """The same task for n environments: every leaf gets a leading axis of size n."""
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), task)
+
+
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
