@@ -6,7 +6,6 @@ test split against PPO and the initial (random) loss, and writes ``<run-dir>/sum
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,15 +14,16 @@ import jax
 import numpy as np
 
 from metarl import distributed, envs
-from metarl.checkpoint import RunCheckpointer
+from metarl.checkpoint import RunCheckpointer, save_params
 from metarl.epg import EPG, EPGConfig
 from metarl.inner.epg_lifetime import LifetimeConfig
 from metarl.outer.es import ESConfig
 from metarl.evaluate import epg_meta_test, write_meta_test
+from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
                          enable_compilation_cache, fail,
-                         prepare_run_dir, resolve_preset, write_json_atomic)
+                         prepare_run_dir, resolve_preset, stored_argv, write_json_atomic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,9 @@ def parse(name: str, env_name: str, argv=None):
     ap.add_argument("--population", type=int, default=None, help="ES population size")
     ap.add_argument("--tasks-per-member", type=int, default=None)
     ap.add_argument("--lifetime-steps", type=int, default=None)
+    ap.add_argument("--no-context-gradient", action="store_true",
+                    help="compute the learned loss's buffer context once per update and hold it "
+                         "constant (stop-gradient; faster, an approximation of the paper's gradient)")
     ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
     ap.add_argument("--no-antithetic", action="store_true")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
@@ -79,6 +82,8 @@ def build_config(args, presets: dict, env_name: str):
     life = cfg.lifetime
     if args.lifetime_steps is not None:
         life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
+    if args.no_context_gradient:
+        life = dataclasses.replace(life, context_gradient=False)
     es = cfg.es
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        strategy=args.strategy).items() if v is not None}
@@ -112,13 +117,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
     args = parse(name, env_name, argv)
     try:
         if args.resume:
-            if args.run_dir is None:
-                raise ConfigError("--resume needs --run-dir of the run to continue")
-            run_dir = check_run_dir(args.run_dir, resume=True)
-            saved = run_dir / "config.json"
-            if not saved.is_file():
-                raise ConfigError(f"--resume: no run to continue in {str(run_dir)!r} (config.json missing)")
-            stored = json.loads(saved.read_text())["argv"]
+            run_dir, stored = stored_argv(args.run_dir)
             args = parse(name, env_name, stored)  # the run continues with its own configuration
             args.resume = True
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -249,50 +248,11 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
     if writer:
         write_meta_test(run_dir, res, title=f"EPG meta-test on {env_name} (test split)")
         write_json_atomic(run_dir / "summary.json", summary)
-        _save_loss(run_dir, best_params, final_params)
+        save_params(run_dir / "best_loss", best_params)
+        save_params(run_dir / "final_loss", final_params)
     mt = summary["meta_test"]
     print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents): learned "
           f"{mt['learned_return']:.2f} | initial loss {mt['initial_loss_return']:.2f} | PPO "
           f"{mt['ppo_return']:.2f}", flush=True)
     print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)
     return summary
-
-
-class MetricsLog:
-    """metrics.jsonl (truncated to the resumed generation) and tensorboardX events."""
-
-    def __init__(self, run_dir: Path, start: int, enabled: bool = True):
-        self.enabled = enabled
-        if not enabled:
-            return
-        path = run_dir / "metrics.jsonl"
-        kept = []
-        if path.exists():
-            kept = [l for l in path.read_text().splitlines() if l and json.loads(l)["generation"] < start]
-        path.write_text("".join(l + "\n" for l in kept))
-        self.f = open(path, "a")
-        from tensorboardX import SummaryWriter
-
-        self.tb = SummaryWriter(str(run_dir / "tb"))
-
-    def write(self, rec: dict) -> None:
-        if not self.enabled:
-            return
-        self.f.write(json.dumps(rec) + "\n")
-        self.f.flush()
-        for k, v in rec.items():
-            if k != "generation":
-                self.tb.add_scalar(k, v, rec["generation"])
-
-    def close(self):
-        if self.enabled:
-            self.f.close()
-            self.tb.close()
-
-
-def _save_loss(run_dir: Path, best, final):
-    import orbax.checkpoint as ocp
-
-    ckptr = ocp.PyTreeCheckpointer()
-    for tag, params in (("best_loss", best), ("final_loss", final)):
-        ckptr.save((run_dir / tag).absolute(), jax.device_get(params), force=True)

@@ -1,9 +1,15 @@
 """MetaGenRL: meta-train one learned objective L_alpha over a TD3 population, then meta-test it.
 
 python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed S]
-       [--train-envs a,b] [--test-envs c,d] [--overwrite]
+       [--train-envs a,b] [--test-envs c,d] [--meta-iterations K] [--agents-per-env A]
+       [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
+python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
 
-Writes <run-dir>/summary.json, curves.csv, meta_test.json, curves.png, objective.msgpack.
+Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
+population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/
+(the learned L_alpha, orbax), summary.json, curves.csv, meta_test.json and curves.png.
+Agents are split over all devices (``agents_per_env`` must be a multiple of the device count);
+multi-host runs take --coordinator/--num-processes/--process-id as in the EPG experiments.
 Env defaults: paper meta-trains on halfcheetah + ant and meta-tests on hopper (unseen) and
 halfcheetah (seen). The CPU presets use reacher-sized envs (~30x cheaper than hopper): meta-train on
 random_reacher's train split (targets in the even 45-degree sectors) and meta-test on its test split
@@ -18,7 +24,7 @@ import sys
 import time
 
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info, fail,
-                         prepare_run_dir, resolve_preset, write_json_atomic)
+                         prepare_run_dir, resolve_preset, stored_argv, write_json_atomic)
 
 PRESETS = {
     "smoke": dict(train_envs="random_reacher", test_envs="random_reacher",
@@ -61,98 +67,211 @@ def parse_envs(text: str, flag: str) -> list[str]:
     return names
 
 
-def main(argv=None) -> int:
+def parse(argv):
     ap = common_parser(__doc__.splitlines()[0])
     ap.add_argument("--train-envs", default=None, help="comma-separated meta-training envs")
     ap.add_argument("--test-envs", default=None, help="comma-separated meta-test envs")
-    args = ap.parse_args(argv)
+    ap.add_argument("--meta-iterations", type=int, default=None)
+    ap.add_argument("--agents-per-env", type=int, default=None)
+    ap.add_argument("--methods", default=None,
+                    help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
+                         "td3, reinforce, ppo)")
+    ap.add_argument("--checkpoint-every", type=int, default=10, help="meta-iterations between checkpoints")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    ap.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
+    ap.add_argument("--num-processes", type=int, default=None)
+    ap.add_argument("--process-id", type=int, default=None)
+    return ap.parse_args(argv)
+
+
+def build_config(args):
+    """Preset plus CLI overrides; raises ConfigError naming any bad value."""
+    from metarl.inner.td3 import TD3Config
+    from metarl.metagenrl_eval import METHODS
+    from metarl.outer.metagrad import MetaGenRLConfig
+
+    preset, why = resolve_preset(args.preset)
+    P = PRESETS[preset]
+    train_names = parse_envs(args.train_envs or P["train_envs"], "--train-envs")
+    test_names = parse_envs(args.test_envs or P["test_envs"], "--test-envs")
+    methods = tuple(P.get("methods", METHODS))
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise ConfigError(f"--methods {args.methods!r}: unknown method {bad[0] if bad else ''!r}; "
+                              f"expected names from {', '.join(METHODS)}")
+        if "learned" not in methods:
+            raise ConfigError(f"--methods {args.methods!r} must include 'learned'")
+    meta = dict(P["meta"])
+    for flag, field in (("meta_iterations", "meta_iterations"), ("agents_per_env", "agents_per_env")):
+        if getattr(args, flag) is not None:
+            meta[field] = getattr(args, flag)
+    if args.checkpoint_every <= 0:
+        raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
     try:
-        preset, why = resolve_preset(args.preset)
-        print(f"preset: {preset} ({why})", flush=True)
-        P = PRESETS[preset]
-        train_names = parse_envs(args.train_envs or P["train_envs"], "--train-envs")
-        test_names = parse_envs(args.test_envs or P["test_envs"], "--test-envs")
-        run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite,
-                                resumable=False)
+        cfg = MetaGenRLConfig(td3=TD3Config(**P["td3"]), **meta).validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return preset, why, P, cfg, train_names, test_names, methods
+
+
+def init_run_state(meta_state, iterations: int, n_envs: int) -> dict:
+    """The whole resumable state of a MetaGenRL run (a pytree of host arrays)."""
+    import numpy as np
+
+    return {"meta_state": meta_state, "iteration": np.int32(0),
+            "returns": np.full((iterations, n_envs), np.nan, np.float32),
+            "meta_loss": np.full((iterations, n_envs), np.nan, np.float32),
+            "iter_s": np.full(iterations, np.nan, np.float32)}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse(argv)
+    try:
+        if args.resume:
+            run_dir, stored = stored_argv(args.run_dir)
+            args = parse(stored)  # the run continues with its own configuration
+            args.resume = True
+        from metarl import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        preset, why, P, cfg, train_names, test_names, methods = build_config(args)
+        if not args.resume:
+            run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite)
+        mesh = distributed.population_mesh()
+        try:
+            distributed.check_population(cfg.agents_per_env, mesh, what="agents_per_env")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     except ConfigError as e:
         fail(str(e))
 
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    from flax import serialization
 
     from metarl import envs
     from metarl.baselines.ppo import PPOConfig
-    from metarl.inner.td3 import TD3Config
-    from metarl.metagenrl_eval import METHODS, meta_test, write_outputs
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
+    from metarl.checkpoint import RunCheckpointer, save_params
+    from metarl.metagenrl_eval import meta_test, write_outputs
+    from metarl.metrics_log import MetricsLog
+    from metarl.outer.metagrad import MetaTrainer
+    from metarl.runs import enable_compilation_cache
 
-    td3_cfg = TD3Config(**P["td3"])
-    cfg = MetaGenRLConfig(td3=td3_cfg, **P["meta"]).validate()
-    run_dir = prepare_run_dir(run_dir, args.overwrite)
+    enable_compilation_cache()
+    writer = distributed.is_writer()
+    print(f"[metagenrl] preset={preset} ({why}); train {','.join(train_names)} -> test "
+          f"{','.join(test_names)}; devices={jax.device_count()} ({jax.default_backend()}), "
+          f"processes={jax.process_count()}; run dir {run_dir}{' (resuming)' if args.resume else ''}",
+          flush=True)
+    if writer and not args.resume:
+        prepare_run_dir(run_dir, args.overwrite)
+        write_json_atomic(run_dir / "config.json", {
+            "experiment": "metagenrl", "train_envs": train_names, "test_envs": test_names,
+            "preset": preset, "seed": args.seed, "methods": list(methods),
+            "argv": [a for a in argv if a != "--overwrite"], "config": dataclasses.asdict(cfg)})
     t_start = time.time()
 
-    trainer = MetaTrainer([envs.make(n) for n in train_names], cfg)
-    key = jax.random.PRNGKey(args.seed)
-    state = trainer.init(key)
-    initial_alpha = jax.tree_util.tree_map(jnp.copy, state.alpha)  # state is donated
-    iteration = jax.jit(trainer.iteration, donate_argnums=0)
-    n_agents = cfg.agents_per_env * len(train_names)
+    trainer = MetaTrainer([envs.make(n) for n in train_names], cfg,
+                          mesh=mesh if jax.device_count() > 1 else None)
+    # Host copies with canonical (non-weak) dtypes: the compiled iteration takes exactly these
+    # types from a fresh start and from a restored checkpoint alike.
+    state = distributed.to_host(trainer.init(jax.random.PRNGKey(args.seed)))
+    initial_alpha = state.alpha
+    I, E = cfg.meta_iterations, len(train_names)
+    run = init_run_state(state, I, E)
+    ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
+    if args.resume:
+        step, restored = ckpt.restore_latest(run)
+        if restored is not None:
+            run = restored
+            print(f"[metagenrl] resumed from checkpoint at iteration {int(run['iteration'])}", flush=True)
+        else:
+            print("[metagenrl] no readable checkpoint; starting from iteration 0", flush=True)
+    start = int(run["iteration"])
+
+    t0 = time.time()
+    iteration = jax.jit(trainer.iteration, donate_argnums=0).lower(run["meta_state"]).compile()
+    compile_s = time.time() - t0
+    print(f"[metagenrl] compiled one meta-iteration in {compile_s:.1f}s", flush=True)
+    n_agents = cfg.agents_per_env * E
     steps_per_it = n_agents * cfg.steps_per_iteration
-    history = []
+    log = MetricsLog(run_dir, start + 1, enabled=writer, step_key="iteration")
+    state = run["meta_state"]
+    if jax.process_count() == 1:
+        state = jax.device_put(state)  # device buffers, donated to each iteration
     t_loop = time.time()
-    for it in range(cfg.meta_iterations):
+    for it in range(start, I):
         t0 = time.time()
         state, m = iteration(state)
-        rets = np.asarray(m["return"])
+        m = distributed.to_host(m)
         dt = time.time() - t0
         done = it + 1
-        eta = (time.time() - t_loop) / done * (cfg.meta_iterations - done)
-        history.append({"iteration": done, "return": dict(zip(train_names, rets.tolist())),
-                        "meta_loss": np.asarray(m["meta_loss"]).tolist()})
+        rets, jv = np.asarray(m["return"]), np.asarray(m["meta_loss"])
+        for k, v in (("returns", rets), ("meta_loss", jv)):
+            run[k] = run[k].copy()
+            run[k][it] = v
+        run["iter_s"] = run["iter_s"].copy()
+        run["iter_s"][it] = dt
+        run["iteration"] = np.int32(done)
+        log.write({"iteration": done, "return": dict(zip(train_names, rets.tolist())),
+                   "mean_return": float(np.nanmean(rets)) if np.isfinite(rets).any() else None,
+                   "meta_loss": dict(zip(train_names, jv.tolist())), "iter_s": dt,
+                   "env_steps_per_s": steps_per_it / dt})
+        eta = (time.time() - t_loop) / (done - start) * (I - done)
         ret_txt = " ".join(f"{n}={r:.2f}" for n, r in zip(train_names, rets))
-        print(f"iter {done}/{cfg.meta_iterations} return {ret_txt} meta_loss "
-              f"{np.round(np.asarray(m['meta_loss']), 3).tolist()} "
-              f"steps/s {steps_per_it / dt:.0f} ETA {eta:.0f}s", flush=True)
-    alpha = state.alpha
-    (run_dir / "objective.msgpack").write_bytes(serialization.to_bytes(alpha))
+        print(f"[metagenrl] iter {done}/{I} return {ret_txt} meta_loss {' '.join(f'{x:.3f}' for x in jv)} "
+              f"{steps_per_it / dt:,.0f} env-steps/s ETA {eta:.0f}s", flush=True)
+        if done % args.checkpoint_every == 0 or done == I:
+            run["meta_state"] = distributed.to_host(state)  # every process joins a multi-host gather
+            ckpt.maybe_save(done, run, force=True)
+    log.close()
+    ckpt.close()
+    alpha = distributed.to_host(state.alpha)
+    if writer:
+        save_params(run_dir / "objective", alpha)
     meta_train_s = time.time() - t_start
 
     # meta-test: fresh agents, no warm start, no objective updates
-    test_cfg = dataclasses.replace(td3_cfg)
-    ppo_cfg = PPOConfig(**P["ppo"])
+    td3_cfg = cfg.td3
     T = P["test"]
-    results = meta_test(test_names, alpha, initial_alpha, trainer.module, test_cfg,
+    results = meta_test(test_names, alpha, initial_alpha, trainer.module, td3_cfg,
                         T["total_steps"], T["num_chunks"], T["num_seeds"], args.seed,
-                        ppo_config=ppo_cfg, methods=P.get("methods", METHODS))
-    write_outputs(run_dir, results, seen=train_names)
+                        ppo_config=PPOConfig(**P["ppo"]), methods=methods)
     first = results[test_names[0]]
+
+    def ret(method):
+        return first[method]["eval_return"] if method in first else None
+
+    history = [{"iteration": i + 1, "return": dict(zip(train_names, run["returns"][i].tolist())),
+                "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
     summary = {
         "algorithm": "metagenrl", "env": f"train:{','.join(train_names)} test:{','.join(test_names)}",
         "train_envs": train_names, "test_envs": test_names, "preset": preset, "seed": args.seed,
-        "generations": cfg.meta_iterations,
-        "env_steps": cfg.meta_iterations * steps_per_it,
-        "meta_train_wall_s": meta_train_s, "wall_s": time.time() - t_start,
+        "generations": I, "agents": n_agents, "env_steps": I * steps_per_it,
+        "compile_s": compile_s, "meta_train_wall_s": meta_train_s, "wall_s": time.time() - t_start,
+        "resumed_from": start if args.resume else None,
         "devices": device_info(), "processes": jax.process_count(),
-        "config": {"td3": dataclasses.asdict(td3_cfg), "meta": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"},
-                   "test": T},
+        "config": {"td3": dataclasses.asdict(td3_cfg),
+                   "meta": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"}, "test": T},
         "meta_train_history": history,
         "meta_test": {
             "env": test_names[0], "test_env_steps": T["total_steps"], "seeds": T["num_seeds"],
-            "learned_return": first["learned"]["eval_return"],
-            "initial_loss_return": first["initial_loss"]["eval_return"],
-            "td3_return": first["td3"]["eval_return"] if "td3" in first else None,
-            "reinforce_return": first["reinforce"]["eval_return"] if "reinforce" in first else None,
-            "ppo_return": first["ppo"]["eval_return"] if "ppo" in first else None,
+            "methods": list(methods),
+            "learned_return": ret("learned"), "initial_loss_return": ret("initial_loss"),
+            "td3_return": ret("td3"), "reinforce_return": ret("reinforce"), "ppo_return": ret("ppo"),
             "per_env": {e: {f"{m}_return": r["eval_return"] for m, r in res.items()}
                         for e, res in results.items()},
         },
     }
-    write_json_atomic(run_dir / "summary.json", summary)
-    print(f"meta-test {test_names[0]}: learned {summary['meta_test']['learned_return']:.2f} vs "
-          f"initial-loss {summary['meta_test']['initial_loss_return']:.2f}; wrote {run_dir}/summary.json "
-          f"({summary['wall_s']:.0f}s)", flush=True)
+    if writer:
+        write_outputs(run_dir, results, seen=train_names)
+        write_json_atomic(run_dir / "summary.json", summary)
+    init_txt = (f" vs initial-loss {summary['meta_test']['initial_loss_return']:.2f}"
+                if "initial_loss" in first else "")
+    print(f"meta-test {test_names[0]}: learned {summary['meta_test']['learned_return']:.2f}{init_txt}; "
+          f"wrote {run_dir}/summary.json ({summary['wall_s']:.0f}s)", flush=True)
     return 0
 
 

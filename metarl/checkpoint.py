@@ -62,3 +62,19 @@ def _check_finite_structure(state, template):
     b = jax.tree_util.tree_structure(template)
     if a != b:
         raise ValueError(f"checkpoint structure {a} differs from the run's {b}")
+
+
+def save_params(path: str | Path, params) -> None:
+    """Saves one parameter pytree (a learned loss or objective) with orbax at ``path``."""
+    ocp.PyTreeCheckpointer().save(Path(path).absolute(), jax.device_get(params), force=True)
+
+
+def load_params(path: str | Path, template=None):
+    """Loads a pytree written by ``save_params``; ``template`` (optional) fixes its structure."""
+    ckptr = ocp.PyTreeCheckpointer()
+    if template is None:
+        return ckptr.restore(Path(path).absolute())
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+    return ckptr.restore(Path(path).absolute(), args=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))

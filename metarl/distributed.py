@@ -36,11 +36,17 @@ def population_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS,))
 
 
-def check_population(population_size: int, mesh: Mesh) -> None:
+def check_population(population_size: int, mesh: Mesh, what: str = "population_size") -> None:
+    """Rejects a population axis that cannot be split evenly over the mesh's devices.
+
+    (Padding with dummy members would waste whole inner loops and, for ES, bias the rank
+    shaping; a clear refusal naming the nearest valid sizes is the better default.)"""
     n = mesh.devices.size
     if population_size % n:
-        raise ValueError(f"population_size={population_size} is not divisible by the {n} devices; "
-                         f"use a multiple of {n}")
+        lo, hi = population_size // n * n, (population_size // n + 1) * n
+        near = f"{lo} or {hi}" if lo else f"{hi}"
+        raise ValueError(f"{what}={population_size} is not divisible by the {n} devices; "
+                         f"use a multiple of {n} (e.g. {near})")
 
 
 def shard_population(tree, mesh: Mesh | None):
@@ -52,3 +58,22 @@ def shard_population(tree, mesh: Mesh | None):
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def to_host(tree):
+    """The whole value of every leaf as host numpy arrays, in every process.
+
+    Single-process this is ``jax.device_get``; across hosts, arrays sharded over other processes'
+    devices are gathered first (``multihost_utils.process_allgather``), so process 0 can checkpoint
+    the full population state.
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return jax.device_get(x)
+
+    return jax.tree_util.tree_map(get, tree)

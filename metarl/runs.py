@@ -58,6 +58,17 @@ def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool
     return p
 
 
+def stored_argv(run_dir: str | None) -> tuple[Path, list[str]]:
+    """For ``--resume``: (run dir, the argv the run was started with, from its config.json)."""
+    if run_dir is None:
+        raise ConfigError("--resume needs --run-dir of the run to continue")
+    p = check_run_dir(run_dir, resume=True)
+    saved = p / "config.json"
+    if not saved.is_file():
+        raise ConfigError(f"--resume: no run to continue in {str(p)!r} (config.json missing)")
+    return p, json.loads(saved.read_text())["argv"]
+
+
 def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
     """Creates the run directory; with ``overwrite`` the old contents are removed first."""
     import shutil

@@ -1,4 +1,5 @@
-"""Helper run in a subprocess: one EPG generation on a population mesh of the visible devices."""
+"""Helper run in a subprocess: one EPG generation (or one MetaGenRL meta-iteration) on a population
+mesh of the visible devices."""
 import json
 import sys
 
@@ -23,9 +24,31 @@ def generation_returns(mesh):
     return np.asarray(jax.device_get(info["returns"])), np.asarray(mean)
 
 
+def metagenrl_iteration(mesh):
+    from metarl.inner.td3 import TD3Config
+    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
+
+    cfg = MetaGenRLConfig(td3=TD3Config(hidden=(16,), random_steps=20, replay_size=200, batch_size=4),
+                          agents_per_env=4, steps_per_iteration=40, meta_batch=4, warm_start_steps=40)
+    mt = MetaTrainer([envs.make("random_reacher")], cfg, mesh=mesh)
+    ms, metrics = jax.jit(mt.iteration)(mt.init(jax.random.PRNGKey(0)))
+    alpha = jax.flatten_util.ravel_pytree(distributed.to_host(ms.alpha))[0]
+    policy = jax.flatten_util.ravel_pytree(distributed.to_host(ms.groups[0].policy))[0]
+    return (np.asarray(distributed.to_host(metrics["meta_loss"])), np.asarray(alpha), np.asarray(policy),
+            str(jax.tree_util.tree_leaves(ms.groups[0].policy)[0].sharding))
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
-    if mode == "devices":
+    if mode == "metagenrl":
+        import jax.flatten_util  # noqa: F401
+
+        l1, a1, p1, _ = metagenrl_iteration(None)
+        l4, a4, p4, sharding = metagenrl_iteration(distributed.population_mesh())
+        print(json.dumps({"n": jax.device_count(), "loss1": l1.tolist(), "loss4": l4.tolist(),
+                          "alpha_diff": float(np.abs(a1 - a4).max()),
+                          "policy_diff": float(np.abs(p1 - p4).max()), "sharding": sharding}))
+    elif mode == "devices":
         r1, m1 = generation_returns(distributed.population_mesh(jax.devices()[:1]))
         r4, m4 = generation_returns(distributed.population_mesh())
         print(json.dumps({"n": jax.device_count(), "r1": r1.tolist(), "r4": r4.tolist(),

@@ -38,6 +38,18 @@ def test_four_virtual_devices_match_one_device():
     assert out["mean_diff"] < 1e-6
 
 
+def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    r = subprocess.run([sys.executable, str(HELPER), "metagenrl"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 4 and "'pop'" in out["sharding"]  # each agent's state lives on one device
+    np.testing.assert_allclose(out["loss1"], out["loss4"], rtol=1e-5)
+    # one Adam step of alpha (lr 1e-3) on meta-gradients that agree to float tolerance
+    assert out["alpha_diff"] < 1e-4 and out["policy_diff"] < 1e-4
+
+
 def test_two_process_localhost_run_completes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.td3 import TD3Agent, TD3Config, TD3State, mean_completed_return
 from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
@@ -112,10 +113,19 @@ class MetaState:
 
 
 class MetaTrainer:
-    """``init(key) -> MetaState``; ``iteration(state) -> (state, metrics)`` (jit it)."""
+    """``init(key) -> MetaState``; ``iteration(state) -> (state, metrics)`` (jit it).
 
-    def __init__(self, envs: Sequence[TaskFamily], config: MetaGenRLConfig, split: str = "train"):
+    ``mesh``: an optional population mesh (metarl.distributed); each env group's agents are split
+    over it (agents_per_env must divide the device count), alpha and its optimiser stay replicated,
+    and the meta-gradient mean over agents becomes a cross-device reduction.
+    """
+
+    def __init__(self, envs: Sequence[TaskFamily], config: MetaGenRLConfig, split: str = "train",
+                 mesh=None):
         self.cfg = config.validate()
+        self.mesh = mesh
+        if mesh is not None:
+            check_population(self.cfg.agents_per_env, mesh, what="agents_per_env")
         self.envs = list(envs)
         self.split = split
         self.agents = [TD3Agent(e, self.cfg.td3) for e in self.envs]
@@ -160,6 +170,7 @@ class MetaTrainer:
         def block(ms: MetaState, _):
             groups, grads, jvals = [], [], []
             for agent, gs in zip(self.agents, ms.groups):
+                gs = shard_population(gs, self.mesh)
                 gs, g, jv = jax.vmap(lambda s: self.agent_block(agent, s, ms.alpha))(gs)
                 groups.append(gs)
                 grads.append(g)
@@ -168,6 +179,7 @@ class MetaTrainer:
             gmean = jax.tree_util.tree_map(lambda *xs: sum(x.sum(0) for x in xs) / n, *grads)
             upd, opt = self.meta_tx.update(gmean, ms.meta_opt, ms.alpha)
             alpha = optax.apply_updates(ms.alpha, upd)
+            groups = [shard_population(g, self.mesh) for g in groups]
             return ms.replace(groups=tuple(groups), alpha=alpha, meta_opt=opt), jnp.stack(
                 [j.mean() for j in jvals])
 
