@@ -8,7 +8,7 @@ from brax.training.acme import running_statistics, specs
 
 from metarl import envs
 from metarl.epg import EPG, EPGConfig
-from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_epg_policy_loss
+from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_epg_policy_loss, make_lifetime
 from metarl.networks import GaussianPolicy
 from metarl.objectives.epg_loss import EPGLoss, init_epg_loss, param_count, row_width
 from metarl.outer.es import ESConfig, make_generation, make_strategy, ppo_factor
@@ -68,6 +68,76 @@ def test_gradients_reach_policy_only_through_its_outputs():
     (g_chain,) = vjp(g_out)
     chex.assert_trees_all_close(g, g_chain, atol=1e-6, rtol=1e-5)
     assert float(optax.global_norm(g)) > 0
+
+
+def _random_buffer(obs, act, N, key=2):
+    ks = jax.random.split(jax.random.PRNGKey(key), 3)
+    buf = Buffer(obs=jax.random.normal(ks[0], (N, obs)), action=jax.random.normal(ks[1], (N, act)),
+                 reward=jax.random.normal(ks[2], (N,)), done=jnp.zeros(N),
+                 valid=jnp.zeros(N).at[N // 4:].set(1.0))
+    stats_o = running_statistics.update(running_statistics.init_state(specs.Array((obs,), jnp.float32)), buf.obs)
+    stats_a = running_statistics.update(running_statistics.init_state(specs.Array((act,), jnp.float32)), buf.action)
+    return buf, stats_o, stats_a
+
+
+def test_loss_is_head_of_context():
+    params = init_epg_loss(jax.random.PRNGKey(1), 4, 2, buffer_size=64, batch=8)
+    rows = jax.random.normal(jax.random.PRNGKey(2), (64, row_width(4, 2) - 32))
+    valid = jnp.zeros(64).at[10:].set(1.0)
+    idx = jnp.array([3, 20, 40, 63])
+    m = EPGLoss()
+    c = m.apply(params, rows, valid, method=EPGLoss.context)
+    chex.assert_shape(c, (32,))
+    via_parts = m.apply(params, rows[idx], c, valid[idx], method=EPGLoss.head)
+    assert float(m.apply(params, rows, valid, idx)) == pytest.approx(float(via_parts), abs=1e-6)
+
+
+def test_stop_gradient_context_gives_the_head_gradient_and_the_same_value():
+    """context_gradient=False: L has the exact loss's value, and its policy gradient is the head's
+    gradient with the context computed under stop_gradient (held constant)."""
+    obs, act, N, B = 5, 2, 64, 8
+    policy = GaussianPolicy(act)
+    pp = policy.init(jax.random.PRNGKey(0), jnp.zeros(obs))
+    lp = init_epg_loss(jax.random.PRNGKey(1), obs, act, buffer_size=N, batch=B)
+    buf, stats_o, stats_a = _random_buffer(obs, act, N)
+    idx = jnp.arange(N - B, N)
+    exact = make_epg_policy_loss(policy, EPGLoss())
+    stop = make_epg_policy_loss(policy, EPGLoss(), context_gradient=False)
+
+    s = running_statistics.normalize(buf.obs, stats_o)
+    data = jnp.concatenate([s, running_statistics.normalize(buf.action, stats_a),
+                            buf.reward[:, None], buf.done[:, None]], -1)
+
+    def rows(p):
+        return jnp.concatenate([data, *policy.apply(p, s)], -1)
+
+    def reference(p):
+        c = jax.lax.stop_gradient(EPGLoss().apply(lp, rows(p), buf.valid, method=EPGLoss.context))
+        return EPGLoss().apply(lp, rows(p)[idx], c, buf.valid[idx], method=EPGLoss.head)
+
+    v_exact = exact(pp, lp, buf, stats_o, stats_a, idx)
+    v_stop, g_stop = jax.value_and_grad(stop)(pp, lp, buf, stats_o, stats_a, idx)
+    assert float(v_stop) == pytest.approx(float(v_exact), abs=1e-6)
+    chex.assert_trees_all_close(g_stop, jax.grad(reference)(pp), atol=1e-6, rtol=1e-5)
+    # the stop-gradient really drops the context's share of the exact gradient
+    g_exact = jax.grad(exact)(pp, lp, buf, stats_o, stats_a, idx)
+    diff = jax.tree_util.tree_map(lambda a, b: a - b, g_exact, g_stop)
+    assert float(optax.global_norm(diff)) > 1e-4 * float(optax.global_norm(g_exact))
+
+
+def test_lifetime_without_context_gradient_is_deterministic():
+    env = envs.make("random_reacher")
+    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16),
+                         context_gradient=False)
+    life = jax.jit(make_lifetime(env, cfg))
+    phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 128)
+    task = env.sample_task(jax.random.PRNGKey(1), "train")
+    a = life(phi, task, jax.random.PRNGKey(2), 0.5)
+    chex.assert_trees_all_equal(a, life(phi, task, jax.random.PRNGKey(2), 0.5))
+    chex.assert_shape(a["curve"], (2,))
+    assert np.isfinite(float(a["eval_return"]))
+    b = life(phi, task, jax.random.PRNGKey(3), 0.0)
+    assert not np.allclose(a["curve"], b["curve"], equal_nan=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,13 @@
 M steps, updates the policy by Adam on (1 - f) L_phi + f L_PPO over the newest M rows in minibatches,
 repeats for the whole lifetime (one ``lax.scan``), then evaluates the final policy. It vmaps over
 loss parameters (ES members) and tasks, so one compiled call runs a whole ES generation.
+
+``LifetimeConfig.context_gradient`` picks how L_phi's buffer context c (``EPGLoss.context``) enters
+the policy gradient. True (the paper's loss, exact): every minibatch step recomputes c from pi(s) of
+the current policy on all N buffer rows and differentiates through it, so each step runs the policy
+forward and backward on N rows. False (an approximation): c is computed once per update from the
+policy at the update's start, held constant (stop-gradient), and each minibatch step runs the policy
+and the loss head on its B rows only. The first minibatch's loss value is the same in both modes.
 """
 from __future__ import annotations
 
@@ -39,6 +46,9 @@ class LifetimeConfig:
     eval_envs: int = 4
     deterministic_eval: bool = True
     obs_std_min: float = 0.1  # running normaliser floor for s and a (DESIGN.md)
+    # True: gradients flow through L_phi's buffer context (exact); False: the context is computed
+    # once per update and held constant (cheaper: policy forward/backward on B rows, not N)
+    context_gradient: bool = True
 
     @property
     def num_updates(self) -> int:
@@ -91,19 +101,74 @@ def _cond(pred, true_fn, false_fn, operand):
     return jax.lax.cond(pred, true_fn, false_fn, operand)
 
 
-def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss):
+@struct.dataclass
+class LossInputs:
+    """The policy-independent part of L_phi's input rows; fixed during one update."""
+
+    s: jax.Array  # (N, obs_dim) normalised observations (the policy's input)
+    data: jax.Array  # (N, obs_dim + act_dim + 2) rows' data: normalised s and a, r, d
+    valid: jax.Array  # (N,) 1 for real rows, 0 for front padding
+
+
+def loss_inputs(buf: Buffer, obs_stats, act_stats) -> LossInputs:
+    """Normalises a buffer once (the statistics do not change within an update)."""
+    s = running_statistics.normalize(buf.obs, obs_stats)
+    data = jnp.concatenate([s, running_statistics.normalize(buf.action, act_stats),
+                            buf.reward[:, None], buf.done[:, None]], axis=-1)
+    return LossInputs(s=s, data=data, valid=buf.valid)
+
+
+def make_epg_loss_parts(policy: GaussianPolicy, loss_module: EPGLoss):
+    """The two ways of evaluating L_phi on a minibatch, as pure functions of the policy parameters.
+
+    Rows hold data (normalised s and a, r, d) and the policy's outputs pi_mu(s), pi_logstd(s); the
+    policy parameters enter only through those outputs. With inp a ``LossInputs`` over N rows and
+    head_idx (B,) the scored rows:
+
+    - ``exact(pp, lp, inp, head_idx) -> (loss, (mean_b, log_std_b))``: the policy on all N rows,
+      context and head differentiable;
+    - ``context(pp, lp, inp) -> (context_size,)``: the buffer context c (no stop-gradient applied);
+    - ``head(pp, lp, inp, head_idx, c) -> (loss, (mean_b, log_std_b))``: the policy on the B rows
+      only, scored against a given c.
+
+    (mean_b, log_std_b) (B, act_dim) are the policy's outputs on the scored rows (reused by PPO).
+    """
+
+    def rows_of(pp, s, data):
+        mean, log_std = policy.apply(pp, s)
+        return jnp.concatenate([data, mean, log_std], axis=-1), (mean, log_std)
+
+    def exact(pp, lp, inp, head_idx):
+        rows, (mean, log_std) = rows_of(pp, inp.s, inp.data)
+        return loss_module.apply(lp, rows, inp.valid, head_idx), (mean[head_idx], log_std[head_idx])
+
+    def context(pp, lp, inp):
+        rows, _ = rows_of(pp, inp.s, inp.data)
+        return loss_module.apply(lp, rows, inp.valid, method=EPGLoss.context)
+
+    def head(pp, lp, inp, head_idx, c):
+        rows_b, outs_b = rows_of(pp, inp.s[head_idx], inp.data[head_idx])
+        return loss_module.apply(lp, rows_b, c, inp.valid[head_idx], method=EPGLoss.head), outs_b
+
+    return exact, context, head
+
+
+def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss, context_gradient: bool = True):
     """Returns L(policy_params, loss_params, buffer, obs_stats, act_stats, head_idx) -> ().
 
     Rows hold data (normalised s and a, r, d) and the policy's outputs pi_mu(s), pi_logstd(s); the
-    policy parameters enter only through those outputs.
+    policy parameters enter only through those outputs. ``context_gradient=False``: the same value,
+    but the buffer context is computed under stop-gradient (its gradient is the head's alone), as in
+    a lifetime's first minibatch step with ``LifetimeConfig(context_gradient=False)``.
     """
+    exact, context, head = make_epg_loss_parts(policy, loss_module)
 
     def loss(policy_params, loss_params, buf, obs_stats, act_stats, head_idx):
-        s = running_statistics.normalize(buf.obs, obs_stats)
-        mean, log_std = policy.apply(policy_params, s)
-        rows = jnp.concatenate([s, running_statistics.normalize(buf.action, act_stats),
-                                buf.reward[:, None], buf.done[:, None], mean, log_std], axis=-1)
-        return loss_module.apply(loss_params, rows, buf.valid, head_idx)
+        inp = loss_inputs(buf, obs_stats, act_stats)
+        if context_gradient:
+            return exact(policy_params, loss_params, inp, head_idx)[0]
+        c = jax.lax.stop_gradient(context(policy_params, loss_params, inp))
+        return head(policy_params, loss_params, inp, head_idx, c)[0]
 
     return loss
 
@@ -129,7 +194,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
     def norm(x, stats):
         return running_statistics.normalize(x, stats)
 
-    epg_loss = make_epg_policy_loss(policy, loss_module)
+    epg_exact, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
 
     def rollout_step(carry, key):
         agent, = carry
@@ -153,9 +218,14 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
                      reward=shift(agent.buffer.reward, tr["reward"]), done=shift(agent.buffer.done, tr["done"]),
                      valid=shift(agent.buffer.valid, jnp.ones(M)))
 
+        # The statistics are fixed during the update: normalise the buffer once.
+        inp = loss_inputs(buf, obs_stats, act_stats)
+        if not cfg.context_gradient:  # one context per update, from the policy before the update
+            ctx = jax.lax.stop_gradient(epg_context(agent.policy, loss_params, inp))
+
         # PPO term over the newest M rows (only evaluated while f > 0; f is shared by the batch,
         # so this cond stays a real branch under vmap).
-        s_new = norm(tr["obs"], obs_stats)
+        s_new = inp.s[N - M:]  # = the normalised tr["obs"]
         s_next = norm(agent.env_state.obs, obs_stats)
 
         def ppo_targets(vp):
@@ -172,14 +242,22 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
             pp, vp, po, vo = carry
 
             def total_loss(pp):
-                l_epg = epg_loss(pp, loss_params, buf, obs_stats, act_stats, N - M + idx)
+                if cfg.context_gradient:
+                    l_epg, outs_b = epg_exact(pp, loss_params, inp, N - M + idx)
+                else:
+                    l_epg, outs_b = epg_head(pp, loss_params, inp, N - M + idx, ctx)
 
-                def l_ppo(pp):
-                    mean, log_std = policy.apply(pp, s_new[idx])
+                def l_ppo(outs_b):
+                    if cfg.context_gradient:
+                        # a separate B-row forward: sharing the N-row one's outputs would be the
+                        # same maths but not the same floats, and this mode reproduces earlier runs
+                        mean, log_std = policy.apply(pp, s_new[idx])
+                    else:  # the head's outputs on the minibatch rows, shared
+                        mean, log_std = outs_b
                     return ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
                                            adv[idx], cfg.clip_eps)
 
-                lp = _cond(use_ppo, l_ppo, lambda pp: 0.0, pp)
+                lp = _cond(use_ppo, l_ppo, lambda _: 0.0, outs_b)
                 return (1.0 - ppo_factor) * l_epg + ppo_factor * lp
 
             g = jax.grad(total_loss)(pp)

@@ -11,6 +11,10 @@ Dense(32)) and tiled to every row; a per-row head (Dense(16) -> leaky_relu -> De
 rows of a minibatch, and L_phi is their mean. The policy enters only through pi_mu and pi_logstd, so
 gradients reach the policy through its outputs only. (The original exploration-bonus input, a
 constant, is dropped.)
+
+The two parts are separate methods, ``EPGLoss.context`` (the whole buffer -> c) and ``EPGLoss.head``
+(a minibatch's rows and c -> L_phi), so a caller can compute c once and score several minibatches
+against it (``LifetimeConfig.context_gradient=False``); ``__call__`` composes them.
 """
 from __future__ import annotations
 
@@ -25,29 +29,49 @@ def row_width(obs_size: int, action_size: int, memory_size: int = 32) -> int:
 
 
 class EPGLoss(nn.Module):
-    """L_phi(rows, valid, head_idx) -> scalar.
+    """L_phi(rows, valid, head_idx) -> scalar, = head(rows[head_idx], context(rows, valid)).
 
-    rows: (N, obs + act + 2 + 2 act) transitions without the memory units (oldest first).
+    rows: (N, W) transitions without the memory units (oldest first), W = obs + act + 2 + 2 act.
     valid: (N,) 1 for real rows, 0 for front padding. head_idx: (B,) indices of the scored rows.
+    Parameters: memory, conv1, conv2, context (the buffer part) and head_hidden, head_out.
     """
 
     memory_size: int = 32
     context_size: int = 32
     head_hidden: int = 16
 
-    @nn.compact
-    def __call__(self, rows, valid, head_idx):
-        leaky = nn.leaky_relu
-        memory = nn.tanh(nn.Dense(self.memory_size, name="memory")(jnp.ones((1,))))
+    def setup(self):
+        self.memory_dense = nn.Dense(self.memory_size, name="memory")
+        self.conv1 = nn.Conv(16, (6,), strides=(5,), padding="VALID", name="conv1")
+        self.conv2 = nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")
+        self.context_dense = nn.Dense(self.context_size, name="context")
+        self.hidden_dense = nn.Dense(self.head_hidden, name="head_hidden")
+        self.out_dense = nn.Dense(1, name="head_out")
+
+    def _with_memory(self, rows, valid):
+        """(R, W), (R,) -> (R, W + memory): rows with the memory units appended, padding zeroed."""
+        memory = nn.tanh(self.memory_dense(jnp.ones((1,), rows.dtype)))
         x = jnp.concatenate([rows, jnp.broadcast_to(memory, (rows.shape[0], self.memory_size))], -1)
-        x = x * valid[:, None]
-        h = leaky(nn.Conv(16, (6,), strides=(5,), padding="VALID", name="conv1")(x))
-        h = leaky(nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")(h))
-        context = nn.Dense(self.context_size, name="context")(h.mean(axis=0))
-        hx = x[head_idx]
-        hx = jnp.concatenate([hx, jnp.broadcast_to(context, (hx.shape[0], self.context_size))], -1)
-        out = nn.Dense(1, name="head_out")(leaky(nn.Dense(self.head_hidden, name="head_hidden")(hx)))
+        return x * valid[:, None]
+
+    def context(self, rows, valid):
+        """The buffer's context c: rows (N, W), valid (N,) -> (context_size,)."""
+        x = self._with_memory(rows, valid)
+        h = nn.leaky_relu(self.conv1(x))
+        h = nn.leaky_relu(self.conv2(h))
+        return self.context_dense(h.mean(axis=0))
+
+    def head(self, rows_b, context, valid_b=None):
+        """Mean head score of a minibatch: rows_b (B, W), context (context_size,),
+        valid_b (B,) or None (all real rows) -> scalar."""
+        valid_b = jnp.ones(rows_b.shape[0], rows_b.dtype) if valid_b is None else valid_b
+        x = self._with_memory(rows_b, valid_b)
+        x = jnp.concatenate([x, jnp.broadcast_to(context, (x.shape[0], self.context_size))], -1)
+        out = self.out_dense(nn.leaky_relu(self.hidden_dense(x)))
         return out.mean()
+
+    def __call__(self, rows, valid, head_idx):
+        return self.head(rows[head_idx], self.context(rows, valid), valid[head_idx])
 
 
 def init_epg_loss(key, obs_size: int, action_size: int, buffer_size: int = 512, batch: int = 32,
