@@ -23,7 +23,8 @@ from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
                          enable_compilation_cache, fail,
-                         prepare_run_dir, resolve_preset, stored_argv, write_json_atomic)
+                         prepare_run_dir, resolve_preset, resume_args, run_argv,
+                         write_json_atomic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +118,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
     args = parse(name, env_name, argv)
     try:
         if args.resume:
-            run_dir, stored = stored_argv(args.run_dir)
-            args = parse(name, env_name, stored)  # the run continues with its own configuration
-            args.resume = True
+            run_dir, args = resume_args(args, lambda a: parse(name, env_name, a))
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         preset, reason, cfg, test_agents, ep_len = build_config(args, presets, env_name)
         if not args.resume:
@@ -142,7 +141,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         prepare_run_dir(run_dir, overwrite=args.overwrite)
         write_json_atomic(run_dir / "config.json", {
             "experiment": name, "env": env_name, "preset": preset, "seed": args.seed,
-            "argv": [a for a in argv if a not in ("--overwrite",)], "config": dataclasses.asdict(cfg)})
+            "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
     return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
                                args.checkpoint_every, args.resume, writer)
 
@@ -254,5 +253,6 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
     print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents): learned "
           f"{mt['learned_return']:.2f} | initial loss {mt['initial_loss_return']:.2f} | PPO "
           f"{mt['ppo_return']:.2f}", flush=True)
-    print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)
+    if writer:
+        print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)
     return summary

@@ -24,7 +24,8 @@ import sys
 import time
 
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info, fail,
-                         prepare_run_dir, resolve_preset, stored_argv, write_json_atomic)
+                         prepare_run_dir, resolve_preset, resume_args, run_argv,
+                         write_json_atomic)
 
 PRESETS = {
     "smoke": dict(train_envs="random_reacher", test_envs="random_reacher",
@@ -131,9 +132,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     try:
         if args.resume:
-            run_dir, stored = stored_argv(args.run_dir)
-            args = parse(stored)  # the run continues with its own configuration
-            args.resume = True
+            run_dir, args = resume_args(args, parse)
         from metarl import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
         write_json_atomic(run_dir / "config.json", {
             "experiment": "metagenrl", "train_envs": train_names, "test_envs": test_names,
             "preset": preset, "seed": args.seed, "methods": list(methods),
-            "argv": [a for a in argv if a != "--overwrite"], "config": dataclasses.asdict(cfg)})
+            "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
     t_start = time.time()
 
     trainer = MetaTrainer([envs.make(n) for n in train_names], cfg,
@@ -270,8 +269,9 @@ def main(argv=None) -> int:
         write_json_atomic(run_dir / "summary.json", summary)
     init_txt = (f" vs initial-loss {summary['meta_test']['initial_loss_return']:.2f}"
                 if "initial_loss" in first else "")
+    wrote = f"wrote {run_dir}/summary.json" if writer else "process 0 writes the outputs"
     print(f"meta-test {test_names[0]}: learned {summary['meta_test']['learned_return']:.2f}{init_txt}; "
-          f"wrote {run_dir}/summary.json ({summary['wall_s']:.0f}s)", flush=True)
+          f"{wrote} ({summary['wall_s']:.0f}s)", flush=True)
     return 0
 
 

@@ -16,14 +16,29 @@ import orbax.checkpoint as ocp
 
 
 class RunCheckpointer:
+    """Checkpoints of host-side run state, written and read by process 0 only.
+
+    Multi-host runs gather the state to every process first (``distributed.to_host``); process 0
+    alone owns the directory (orbax's ``active_processes={0}``, so no barrier waits for the other
+    processes), and a restored state is broadcast to the others, so ``--run-dir`` need only be
+    visible to process 0.
+    """
+
     def __init__(self, directory: str | Path, every: int = 10, max_to_keep: int = 3,
                  is_writer: bool = True):
         self.every = int(every)
         self.is_writer = is_writer
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                                 enable_async_checkpointing=False))
+        self.multi = jax.process_count() > 1
+        self.manager = None
+        if is_writer:
+            mp = (ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+                  if self.multi else ocp.options.MultiprocessingOptions())
+            Path(directory).mkdir(parents=True, exist_ok=True)  # orbax: no create= with active_processes
+            self.manager = ocp.CheckpointManager(
+                Path(directory).absolute(),
+                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not self.multi,
+                                                     enable_async_checkpointing=False,
+                                                     multiprocessing_options=mp))
 
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
         """Saves ``state`` as checkpoint ``step`` when step % every == 0 (or ``force``)."""
@@ -34,13 +49,26 @@ class RunCheckpointer:
         return True
 
     def steps(self) -> list[int]:
-        return sorted(self.manager.all_steps(read=True))
+        return sorted(self.manager.all_steps(read=True)) if self.manager is not None else []
 
     def restore_latest(self, template):
         """Returns (step, state) from the newest checkpoint that restores; (None, None) if none do.
 
         ``template`` gives the structure, shapes and dtypes (e.g. the freshly initialised state).
+        Every process of a multi-host run must call this (the result is broadcast from process 0).
         """
+        step, state = self._restore_local(template) if self.is_writer else (None, None)
+        if not self.multi:
+            return step, state
+        from jax.experimental import multihost_utils
+
+        found = multihost_utils.broadcast_one_to_all(np.int32(-1 if step is None else step))
+        if int(found) < 0:
+            return None, None
+        state = multihost_utils.broadcast_one_to_all(state if state is not None else template)
+        return int(found), jax.device_get(state)
+
+    def _restore_local(self, template):
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
         for step in reversed(self.steps()):
@@ -50,11 +78,12 @@ class RunCheckpointer:
                 return step, state
             except Exception as e:  # orbax raises various errors for damaged checkpoints
                 warnings.warn(f"checkpoint {step} could not be restored ({type(e).__name__}: "
-                              f"{str(e)[:120]}); falling back to an earlier one", stacklevel=2)
+                              f"{str(e)[:120]}); falling back to an earlier one", stacklevel=3)
         return None, None
 
     def close(self):
-        self.manager.close()
+        if self.manager is not None:
+            self.manager.close()
 
 
 def _check_finite_structure(state, template):
@@ -64,14 +93,27 @@ def _check_finite_structure(state, template):
         raise ValueError(f"checkpoint structure {a} differs from the run's {b}")
 
 
+def _single_process_checkpointer() -> ocp.Checkpointer:
+    """A pytree checkpointer used by the calling process alone (no cross-process barriers)."""
+    mp = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                            active_processes={jax.process_index()})
+    return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(multiprocessing_options=mp),
+                            multiprocessing_options=mp)
+
+
 def save_params(path: str | Path, params) -> None:
-    """Saves one parameter pytree (a learned loss or objective) with orbax at ``path``."""
-    ocp.PyTreeCheckpointer().save(Path(path).absolute(), jax.device_get(params), force=True)
+    """Saves one parameter pytree (a learned loss or objective) with orbax at ``path``.
+
+    Host arrays only (``distributed.to_host`` first); call it from the writer process alone."""
+    if jax.process_count() == 1:
+        ocp.PyTreeCheckpointer().save(Path(path).absolute(), jax.device_get(params), force=True)
+    else:
+        _single_process_checkpointer().save(Path(path).absolute(), jax.device_get(params), force=True)
 
 
 def load_params(path: str | Path, template=None):
     """Loads a pytree written by ``save_params``; ``template`` (optional) fixes its structure."""
-    ckptr = ocp.PyTreeCheckpointer()
+    ckptr = ocp.PyTreeCheckpointer() if jax.process_count() == 1 else _single_process_checkpointer()
     if template is None:
         return ckptr.restore(Path(path).absolute())
     abstract = jax.tree_util.tree_map(

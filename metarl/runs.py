@@ -69,6 +69,37 @@ def stored_argv(run_dir: str | None) -> tuple[Path, list[str]]:
     return p, json.loads(saved.read_text())["argv"]
 
 
+# Flags of one launch, not of the run: never stored in config.json, taken from the current command
+# line on --resume (a resumed multi-host run may get a new coordinator; each process has its own id).
+LAUNCH_FLAGS = {"--overwrite": 0, "--resume": 0, "--coordinator": 1, "--num-processes": 1,
+                "--process-id": 1}
+
+
+def run_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the launch flags: what config.json stores for --resume."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in LAUNCH_FLAGS:
+            skip = LAUNCH_FLAGS[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
+def resume_args(args, parse):
+    """For ``--resume``: (run dir, the run's stored arguments with this launch's flags)."""
+    run_dir, stored = stored_argv(args.run_dir)
+    resumed = parse(run_argv(stored))  # the run continues with its own configuration
+    resumed.resume = True
+    for k in ("coordinator", "num_processes", "process_id"):
+        setattr(resumed, k, getattr(args, k))
+    return run_dir, resumed
+
+
 def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
     """Creates the run directory; with ``overwrite`` the old contents are removed first."""
     import shutil

@@ -76,3 +76,42 @@ def test_two_process_localhost_run_completes(tmp_path):
     assert all(r["n"] == 2 and r["procs"] == 2 for r in res)
     assert [r["writer"] for r in res] == [True, False]
     np.testing.assert_allclose(res[0]["r"], res[1]["r"])
+
+
+def _two_processes(tmp_path, tag, args, env):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
+    procs = []
+    for i, (out, err) in enumerate(logs):
+        with open(out, "w") as fo, open(err, "w") as fe:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "experiments.metagenrl", *args, "--coordinator", f"127.0.0.1:{port}",
+                 "--num-processes", "2", "--process-id", str(i)],
+                cwd=ROOT, env=env, stdout=fo, stderr=fe, text=True))
+    for p in procs:
+        p.wait(timeout=900)
+    outs = [(o.read_text(), e.read_text()) for o, e in logs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return [o for o, _ in outs]
+
+
+def test_two_process_metagenrl_run_checkpoints_and_resumes(tmp_path):
+    """Agents split over two processes; process 0 alone writes checkpoints and outputs, and a
+    resume restores on process 0 and broadcasts to process 1."""
+    run_dir = tmp_path / "run"
+    # a cache private to this test: both processes miss it together, then hit it together
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+    args = ["--preset", "smoke", "--meta-iterations", "1", "--agents-per-env", "2", "--methods", "learned",
+            "--checkpoint-every", "1", "--run-dir", str(run_dir)]
+    outs = _two_processes(tmp_path, "run", args, env)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["devices"]["processes"] == 2 and s["devices"]["devices"] == 2
+    assert (run_dir / "checkpoints" / "1").is_dir() and (run_dir / "objective").is_dir()
+    assert "wrote" in outs[0] and "process 0 writes the outputs" in outs[1]
+    first = s["meta_train_history"][0]["return"]
+    outs = _two_processes(tmp_path, "resume", ["--resume", "--run-dir", str(run_dir)], env)
+    assert all("resumed from checkpoint at iteration 1" in o for o in outs)
+    assert json.loads((run_dir / "summary.json").read_text())["meta_train_history"][0]["return"] == first

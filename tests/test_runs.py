@@ -120,3 +120,11 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
     assert _series(killed) == _series(full)  # bit-identical on CPU
     s = json.loads((killed / "summary.json").read_text())
     assert s["devices"]["processes"] == 1 and s["devices"]["devices"] >= 1
+
+
+def test_launch_flags_are_not_stored_for_resume():
+    from metarl.runs import run_argv
+
+    argv = ["--preset", "smoke", "--coordinator", "h0:1234", "--num-processes=2", "--process-id", "1",
+            "--overwrite", "--seed", "3"]
+    assert run_argv(argv) == ["--preset", "smoke", "--seed", "3"]
