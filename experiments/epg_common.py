@@ -18,7 +18,7 @@ from metarl.checkpoint import RunCheckpointer, save_params
 from metarl.epg import EPG, EPGConfig
 from metarl.inner.epg_lifetime import LifetimeConfig
 from metarl.outer.es import ESConfig
-from metarl.evaluate import epg_meta_test, write_meta_test
+from metarl.evaluate import epg_compare_losses, epg_meta_test, write_meta_test
 from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
@@ -68,6 +68,9 @@ def parse(name: str, env_name: str, argv=None):
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
     ap.add_argument("--checkpoint-every", type=int, default=10, help="generations between checkpoints")
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="generations between held-out evaluations that pick the best loss (default: "
+                         "a tenth of the generations; 0: pick by the generation's mean fitness)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     ap.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
     ap.add_argument("--num-processes", type=int, default=None)
@@ -105,7 +108,10 @@ def build_config(args, presets: dict, env_name: str):
         raise ConfigError(f"--test-agents must be a positive integer, got {test_agents}")
     if args.checkpoint_every <= 0:
         raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
-    return preset_name, reason, cfg, test_agents, p.episode_length
+    eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.generations // 10)
+    if eval_every < 0:
+        raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
+    return preset_name, reason, cfg, test_agents, p.episode_length, eval_every
 
 
 def fmt_time(s: float) -> str:
@@ -120,7 +126,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         if args.resume:
             run_dir, args = resume_args(args, lambda a: parse(name, env_name, a))
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        preset, reason, cfg, test_agents, ep_len = build_config(args, presets, env_name)
+        preset, reason, cfg, test_agents, ep_len, eval_every = build_config(args, presets, env_name)
         if not args.resume:
             run_dir = check_run_dir(args.run_dir or f"runs/{name}-{preset}", overwrite=args.overwrite)
         mesh = distributed.population_mesh()
@@ -143,22 +149,32 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
             "experiment": name, "env": env_name, "preset": preset, "seed": args.seed,
             "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
     return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
-                               args.checkpoint_every, args.resume, writer)
+                               args.checkpoint_every, args.resume, writer, eval_every)
 
 
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
     """The whole resumable state of a meta-training run (a pytree of arrays)."""
     return {"es_state": es_state, "key": key, "generation": np.int32(0), "best_params": phi0,
             "best_score": np.float32(-np.inf),
+            "eval_mean": np.full(generations, np.nan, np.float32),
+            "eval_best": np.full(generations, np.nan, np.float32),
             "fitness_mean": np.full(generations, np.nan, np.float32),
             "fitness_max": np.full(generations, np.nan, np.float32)}
 
 
 def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_dir: Path, seed: int,
                         test_agents: int, checkpoint_every: int = 10, resume: bool = False,
-                        writer: bool = True) -> dict:
+                        writer: bool = True, eval_every: int = 0) -> dict:
+    """Meta-trains, then meta-tests the best loss.
+
+    The best loss: with ``eval_every`` > 0, every ``eval_every`` generations (and after the last)
+    the ES mean and the best loss so far (initially phi_0) each train ``test_agents`` fresh agents
+    on the same fresh train-split tasks and seeds, and the better one is kept (DESIGN.md: test
+    runs every 50 epochs); with 0, the ES mean of the generation with the best mean fitness.
+    """
     key = jax.random.PRNGKey(seed)
     k_es, k_run, k_test = jax.random.split(key, 3)
+    k_select = jax.random.fold_in(k_test, 1)
     es, es_params, es_state, generation = epg.make_es(k_es)
     phi0 = es.get_mean(es_state)  # the initial (random) loss: the ES mean before any generation
     n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(phi0))
@@ -204,17 +220,32 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
         run["fitness_mean"] = run["fitness_mean"].copy()
         run["fitness_max"] = run["fitness_max"].copy()
         run["fitness_mean"][g], run["fitness_max"][g] = mean_f, float(info["max"])
-        if np.isfinite(mean_f) and mean_f > float(run["best_score"]):
-            # sigma is small, so the population's mean fitness scores the ES mean it was drawn around
-            run["best_score"], run["best_params"] = np.float32(mean_f), jax.device_get(mean_before)
         rec = {"generation": g, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
                "fitness_min": float(info["min"]), "nonfinite": int(info["nonfinite"]),
                "ppo_factor": float(info["ppo_factor"]), "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
+        if eval_every == 0:
+            if np.isfinite(mean_f) and mean_f > float(run["best_score"]):
+                # sigma is small: the population's mean fitness scores the ES mean it was drawn around
+                run["best_score"], run["best_params"] = np.float32(mean_f), jax.device_get(mean_before)
+        elif (g + 1) % eval_every == 0 or g + 1 == G:
+            mean_now = es.get_mean(run["es_state"])
+            r_mean, r_best = epg_compare_losses(epg, mean_now, run["best_params"],
+                                                jax.random.fold_in(k_select, g), test_agents)
+            for k, v in (("eval_mean", r_mean), ("eval_best", r_best)):
+                run[k] = run[k].copy()
+                run[k][g] = v
+            if np.isfinite(r_mean) and not r_mean <= r_best:
+                run["best_score"], run["best_params"] = np.float32(r_mean), jax.device_get(mean_now)
+            else:
+                run["best_score"] = np.float32(r_best)
+            rec.update(eval_mean=r_mean, eval_best=r_best)
         log.write(rec)
         eta = (time.time() - t_train) / (g + 1 - start) * (G - g - 1)
+        ev = (f" | held-out: mean {rec['eval_mean']:.2f} vs best {rec['eval_best']:.2f}"
+              if "eval_mean" in rec else "")
         print(f"[{name}] gen {g + 1}/{G} fitness mean {mean_f:9.2f} max {rec['fitness_max']:9.2f} "
               f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} "
-              f"{rec['env_steps_per_s']:,.0f} env-steps/s ETA {fmt_time(eta)}", flush=True)
+              f"{rec['env_steps_per_s']:,.0f} env-steps/s ETA {fmt_time(eta)}{ev}", flush=True)
         ckpt.maybe_save(g + 1, run, force=(g + 1 == G))
     log.close()
     ckpt.close()
@@ -238,7 +269,10 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
         "fitness_first": float(fm[0]), "fitness_last": float(fm[-1]),
         "fitness_first_10pct": float(np.nanmean(fm[: max(1, G // 10)])),
         "fitness_last_10pct": float(np.nanmean(fm[-max(1, G // 10):])),
-        "best_generation_fitness": float(run["best_score"]),
+        "best_selection": (f"held-out evaluation every {eval_every} generations ({test_agents} "
+                           f"train-split agents, paired with the best so far)" if eval_every
+                           else "best generation mean fitness"),
+        "best_score": float(run["best_score"]),
         "meta_test": {"split": "test", "agents": test_agents,
                       "learned_return": res["learned_return"],
                       "initial_loss_return": res["initial_loss_return"],

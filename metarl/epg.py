@@ -48,6 +48,8 @@ class EPG:
         self.lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=with_ppo)
         self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False)
         self.T = config.tasks_per_member
+        # one jitted train_agents shared by held-out evaluations and the meta-test (one compile)
+        self.jit_train_agents = jax.jit(self.train_agents)
 
     def init_loss(self, key):
         """phi_0: the initial (random) loss parameters; the ES mean starts here."""

@@ -20,6 +20,18 @@ def stack(*trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
+def epg_compare_losses(epg, loss_a, loss_b, key, num_agents: int, split: str = "train"):
+    """Paired held-out comparison of two losses: each trains ``num_agents`` fresh agents (f = 0) on
+    the same freshly drawn tasks of ``split`` with the same seeds. Returns the two mean final
+    evaluation returns (floats). Compiles the same program as ``epg_meta_test``'s learned/initial pair.
+    """
+    k_tasks, k_agents = jax.random.split(key)
+    tasks = epg.sample_tasks(k_tasks, num_agents, split)
+    out = epg.jit_train_agents(stack(loss_a, loss_b), tasks, jax.random.split(k_agents, num_agents), None)
+    r = np.asarray(jax.device_get(out["eval_return"])).mean(axis=1)
+    return float(r[0]), float(r[1])
+
+
 def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, split: str = "test"):
     """Trains ``num_agents`` fresh agents (one per test task) with each frozen loss (f = 0), and PPO
     (metarl.baselines.ppo) for the same environment steps on the same tasks.
@@ -32,8 +44,8 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
     k_tasks, k_agents, k_ppo = jax.random.split(key, 3)
     tasks = epg.sample_tasks(k_tasks, num_agents, split)
     # Both losses in one compiled call: leading axis 2 = (learned, initial); same tasks and seeds.
-    out = jax.jit(epg.train_agents)(stack(learned_params, initial_params), tasks,
-                                    jax.random.split(k_agents, num_agents), None)
+    out = epg.jit_train_agents(stack(learned_params, initial_params), tasks,
+                               jax.random.split(k_agents, num_agents), None)
     out = jax.device_get(out)
     ppo_cfg = PPOConfig(total_steps=lc.lifetime_steps, num_envs=1, unroll_length=lc.update_period,
                         num_minibatches=max(1, lc.update_period // lc.minibatch_size), update_epochs=4,

@@ -95,7 +95,9 @@ def test_truncated_latest_checkpoint_falls_back(tmp_path):
 
 
 def _series(run_dir):
-    return [json.loads(l)["fitness_mean"] for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """Per generation: the ES fitness and the held-out evaluation that picks the best loss."""
+    return [(r["fitness_mean"], r.get("eval_mean"), r.get("eval_best"))
+            for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
 
 
 def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
@@ -118,6 +120,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from checkpoint at generation" in r.stdout
     assert _series(killed) == _series(full)  # bit-identical on CPU
+    assert all(e is not None for _, e, _ in _series(full))  # held-out evaluation every generation
     s = json.loads((killed / "summary.json").read_text())
     assert s["devices"]["processes"] == 1 and s["devices"]["devices"] >= 1
 
