@@ -27,24 +27,25 @@ def test_population_must_divide_devices():
         distributed.check_population(6, FakeMesh())
 
 
-def test_four_virtual_devices_match_one_device():
+def _on_four_virtual_devices(mode):
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    r = subprocess.run([sys.executable, str(HELPER), "devices"], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, str(HELPER), mode], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["n"] == 4
+    return out
+
+
+def test_four_virtual_devices_match_one_device():
+    out = _on_four_virtual_devices("devices")
     np.testing.assert_allclose(out["r1"], out["r4"], rtol=1e-5, atol=1e-4)
     assert out["mean_diff"] < 1e-6
 
 
 def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    r = subprocess.run([sys.executable, str(HELPER), "metagenrl"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["n"] == 4 and "'pop'" in out["sharding"]  # each agent's state lives on one device
+    out = _on_four_virtual_devices("metagenrl")
+    assert "'pop'" in out["sharding"]  # each agent's state lives on one device
     np.testing.assert_allclose(out["loss1"], out["loss4"], rtol=1e-5)
     # one Adam step of alpha (lr 1e-3) on meta-gradients that agree to float tolerance
     assert out["alpha_diff"] < 1e-4 and out["policy_diff"] < 1e-4

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_checks import assert_refused, exit_code_and_stderr
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--meta-iterations", "3", "--methods", "learned"]
 
@@ -23,9 +25,7 @@ def _cli(args, **kw):
 def _main_exit(argv, capsys):
     from experiments.metagenrl import main
 
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    return e.value.code, capsys.readouterr().err
+    return exit_code_and_stderr(main, argv, capsys)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -37,12 +37,10 @@ def _main_exit(argv, capsys):
     (["--train-envs", "nope"], "unknown environment 'nope'"),
 ])
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
+    from experiments.metagenrl import main
+
     run_dir = tmp_path / "run"
-    code, err = _main_exit(["--preset", "smoke", "--run-dir", str(run_dir), *extra], capsys)
-    assert code == 2
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, last
-    assert not run_dir.exists()
+    assert_refused(main, ["--preset", "smoke", "--run-dir", str(run_dir), *extra], message, run_dir, capsys)
 
 
 def test_existing_run_and_missing_resume_are_refused(tmp_path, capsys):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from metarl.checkpoint import RunCheckpointer
+from cli_checks import assert_refused, exit_code_and_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--lifetime-steps", "64", "--population", "2", "--test-agents", "1"]
@@ -33,21 +34,19 @@ def run_exp(args, timeout=600, **kw):
 ])
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     run_dir = tmp_path / "run"
-    code, err = _main_exit(["--preset", "smoke", "--run-dir", str(run_dir), *extra], capsys)
-    assert code == 2
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and message in last, last
-    assert not run_dir.exists()
+    assert_refused(_epg_main, ["--preset", "smoke", "--run-dir", str(run_dir), *extra], message, run_dir,
+                   capsys)
 
 
-def _main_exit(argv, capsys):
-    """Runs the experiment's CLI in-process (the same code path as python -m) up to its exit."""
+def _epg_main(argv):
     from experiments.epg_common import main
     from experiments.epg_reacher import ENV, PRESETS
 
-    with pytest.raises(SystemExit) as e:
-        main("epg_reacher", ENV, PRESETS, argv)
-    return e.value.code, capsys.readouterr().err
+    main("epg_reacher", ENV, PRESETS, argv)
+
+
+def _main_exit(argv, capsys):
+    return exit_code_and_stderr(_epg_main, argv, capsys)
 
 
 def test_exit_code_2_from_the_command_line(tmp_path):
