@@ -88,14 +88,17 @@ def time_generations(f, state, generations: int, seed: int):
     return (time.perf_counter() - t0) / generations, state
 
 
-def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int):
-    """MetaGenRL meta-iteration env-steps/s vs raw env.step of the same number of envs."""
+def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int, agents: int | None = None):
+    """MetaGenRL meta-iteration env-steps/s vs raw env.step of the same number of envs.
+
+    ``agents``: agents_per_env instead of the sizes' own (the population the step is vmapped over)."""
     from metarl.inner.td3 import TD3Config
     from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
     env = envs.make(name)
+    meta = dict(sizes["meta"], **({"agents_per_env": agents} if agents else {}))
     cfg = MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), meta_iterations=max(iterations, 1),
-                          **sizes["meta"]).validate()
+                          **meta).validate()
     A, K = cfg.agents_per_env, cfg.steps_per_iteration
     raw, raw_c = raw_steps_per_s(env, A, steps=K, repeats=3)
     trainer = MetaTrainer([env], cfg)
@@ -126,6 +129,8 @@ def main():
     ap.add_argument("--metagenrl-env", default="random_reacher",
                     help="env of the MetaGenRL population step ('' to skip it)")
     ap.add_argument("--metagenrl-iterations", type=int, default=1, help="meta-iterations per round")
+    ap.add_argument("--metagenrl-agents", default="",
+                    help="comma-separated agent counts to measure (default: the preset's own)")
     args = ap.parse_args()
     sizes = FULL if args.full else QUICK
     modes = ["exact", "stop"] if args.context_gradient == "both" else [args.context_gradient]
@@ -165,25 +170,28 @@ def main():
         "- targets: EPG / raw >= 0.6 on random_reacher, >= 0.8 on goal_ant.\n\n" + table + "\n")
     if args.metagenrl_env:
         sizes_m = METAGENRL_FULL if args.full else METAGENRL_QUICK
-        mg = metagenrl_rows(args.metagenrl_env, sizes_m, args.metagenrl_iterations, args.rounds)
+        counts = [int(a) for a in args.metagenrl_agents.split(",") if a] or [None]
+        mrows = []
+        for agents in counts:
+            mg = metagenrl_rows(args.metagenrl_env, sizes_m, args.metagenrl_iterations, args.rounds, agents)
+            mrows.append([mg["env"], mg["backend"], mg["agents"], mg["steps"], f"{mg['raw']:,.0f}",
+                          f"{mg['sps']:,.0f}", f"{mg['ratio']:.3f}", f"{mg['it_s']:.2f}",
+                          f"{mg['compile_s']:.1f}", f"{mg['raw_c']:.1f}"])
+            print(mrows[-1], flush=True)
+            heads.append(f"inner_loop_overhead metagenrl {mg['env']} agents={mg['agents']}: {mg['ratio']:.3f}")
         cfg = mg["cfg"]
-        mrow = [mg["env"], mg["backend"], mg["agents"], mg["steps"], f"{mg['raw']:,.0f}",
-                f"{mg['sps']:,.0f}", f"{mg['ratio']:.3f}", f"{mg['it_s']:.2f}", f"{mg['compile_s']:.1f}",
-                f"{mg['raw_c']:.1f}"]
-        print(mrow, flush=True)
-        heads.append(f"inner_loop_overhead metagenrl {mg['env']}: {mg['ratio']:.3f}")
         td3 = {k: v for k, v in dataclasses.asdict(cfg.td3).items() if k in
                ("hidden", "replay_size", "batch_size", "seq_len", "policy_delay")}
         body += (
             "\nMetaGenRL population step (`MetaTrainer.iteration`, one jitted meta-iteration: per agent "
             "K env steps with a critic update each, and every policy_delay steps a meta-gradient and a "
             "policy update; then the objective's Adam step). Settings: "
-            f"td3 {td3}, agents {cfg.agents_per_env}, K = {cfg.steps_per_iteration}, meta_batch "
+            f"td3 {td3}, agents {', '.join(str(r[2]) for r in mrows)}, K = {cfg.steps_per_iteration}, meta_batch "
             f"{cfg.meta_batch}; timing: best of {args.rounds} rounds of {args.metagenrl_iterations} "
             "meta-iteration(s); raw = the same number of envs, K steps in one lax.scan, best of 6.\n\n"
             + markdown_table(["env", "backend", "agents", "K (steps / iteration)", "raw env steps/s",
                               "MetaGenRL env-steps/s", "MetaGenRL / raw", "iteration (s)",
-                              "iteration compile (s)", "raw compile (s)"], [mrow]) + "\n")
+                              "iteration compile (s)", "raw compile (s)"], mrows) + "\n")
     write_section("inner_loop_overhead", body)
     for h in heads:
         print(h)

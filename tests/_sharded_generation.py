@@ -53,8 +53,3 @@ if __name__ == "__main__":
         r4, m4 = generation_returns(distributed.population_mesh())
         print(json.dumps({"n": jax.device_count(), "r1": r1.tolist(), "r4": r4.tolist(),
                           "mean_diff": float(np.abs(m1 - m4).max())}))
-    else:  # multi-process: coordinator, num_processes, process_id
-        distributed.initialize(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-        r, m = generation_returns(distributed.population_mesh())
-        print(json.dumps({"n": jax.device_count(), "procs": jax.process_count(), "r": r.tolist(),
-                          "writer": distributed.is_writer()}))

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -51,44 +52,23 @@ def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
     assert out["alpha_diff"] < 1e-4 and out["policy_diff"] < 1e-4
 
 
-def test_two_process_localhost_run_completes(tmp_path):
+def _two_processes(tmp_path, tag, module, args):
+    """Runs ``python -m module args`` as processes 0 and 1 of a localhost cluster; returns stdouts."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    # Without the shared on-disk compilation cache: one process hitting it while the other compiles
-    # desynchronises them by minutes, past the coordination service's shutdown barrier.
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    # A compilation cache private to this test: both processes miss it together, then hit it
+    # together (one process hitting while the other compiles would desynchronise them by minutes,
+    # past the coordination service's barriers).
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
     # Output goes to files, not pipes: a full, unread pipe would block one process while the other
     # waits for it at the coordination service's barriers.
-    logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
-    procs = []
-    for i, (out, err) in enumerate(logs):
-        with open(out, "w") as fo, open(err, "w") as fe:
-            procs.append(subprocess.Popen(
-                [sys.executable, str(HELPER), "multi", f"127.0.0.1:{port}", "2", str(i)],
-                cwd=ROOT, env=env, stdout=fo, stderr=fe, text=True))
-    for p in procs:
-        p.wait(timeout=900)
-    outs = [(o.read_text(), e.read_text()) for o, e in logs]
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
-    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
-    assert all(r["n"] == 2 and r["procs"] == 2 for r in res)
-    assert [r["writer"] for r in res] == [True, False]
-    np.testing.assert_allclose(res[0]["r"], res[1]["r"])
-
-
-def _two_processes(tmp_path, tag, args, env):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
     procs = []
     for i, (out, err) in enumerate(logs):
         with open(out, "w") as fo, open(err, "w") as fe:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "experiments.metagenrl", *args, "--coordinator", f"127.0.0.1:{port}",
+                [sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
                  "--num-processes", "2", "--process-id", str(i)],
                 cwd=ROOT, env=env, stdout=fo, stderr=fe, text=True))
     for p in procs:
@@ -99,20 +79,35 @@ def _two_processes(tmp_path, tag, args, env):
     return [o for o, _ in outs]
 
 
+def test_two_process_epg_run_completes(tmp_path):
+    """An EPG run over two localhost processes (one CPU device each): the population is split over
+    both, process 0 alone writes checkpoints, losses and summary, and both agree on every result."""
+    run_dir = tmp_path / "run"
+    outs = _two_processes(tmp_path, "epg", "experiments.epg_reacher", [
+        "--preset", "smoke", "--lifetime-steps", "64", "--population", "2", "--test-agents", "1",
+        "--generations", "2", "--checkpoint-every", "1", "--run-dir", str(run_dir)])
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["devices"]["processes"] == 2 and s["devices"]["devices"] == 2
+    assert (run_dir / "checkpoints" / "2").is_dir() and (run_dir / "best_loss").is_dir()
+    timing = re.compile(r"[\d,]+ env-steps/s ETA \S+")  # per-process wall clock, the rest must agree
+    lines = [[timing.sub("", l) for l in o.splitlines() if " gen " in l or "meta-test returns" in l]
+             for o in outs]
+    assert len(lines[0]) == 3 and lines[0] == lines[1]
+    assert "wrote" in outs[0] and "wrote" not in outs[1]
+
+
 def test_two_process_metagenrl_run_checkpoints_and_resumes(tmp_path):
     """Agents split over two processes; process 0 alone writes checkpoints and outputs, and a
     resume restores on process 0 and broadcasts to process 1."""
     run_dir = tmp_path / "run"
-    # a cache private to this test: both processes miss it together, then hit it together
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
     args = ["--preset", "smoke", "--meta-iterations", "1", "--agents-per-env", "2", "--methods", "learned",
             "--checkpoint-every", "1", "--run-dir", str(run_dir)]
-    outs = _two_processes(tmp_path, "run", args, env)
+    outs = _two_processes(tmp_path, "run", "experiments.metagenrl", args)
     s = json.loads((run_dir / "summary.json").read_text())
     assert s["devices"]["processes"] == 2 and s["devices"]["devices"] == 2
     assert (run_dir / "checkpoints" / "1").is_dir() and (run_dir / "objective").is_dir()
     assert "wrote" in outs[0] and "process 0 writes the outputs" in outs[1]
     first = s["meta_train_history"][0]["return"]
-    outs = _two_processes(tmp_path, "resume", ["--resume", "--run-dir", str(run_dir)], env)
+    outs = _two_processes(tmp_path, "resume", "experiments.metagenrl", ["--resume", "--run-dir", str(run_dir)])
     assert all("resumed from checkpoint at iteration 1" in o for o in outs)
     assert json.loads((run_dir / "summary.json").read_text())["meta_train_history"][0]["return"] == first
