@@ -15,3 +15,23 @@ def assert_refused(main, argv, message, run_dir, capsys):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, last
     assert not run_dir.exists()
+
+
+def kill_after_checkpoint(module: str, args, run_dir, step: int, root, timeout: float = 600):
+    """Starts ``python -m module args --run-dir run_dir`` and SIGKILLs it as soon as checkpoint
+    ``step`` exists; asserts that it was killed before writing summary.json."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    p = subprocess.Popen([sys.executable, "-m", module, *args, "--run-dir", str(run_dir)], cwd=root, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoints" / str(step)).exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (run_dir / "summary.json").exists()

@@ -1,16 +1,14 @@
 """MetaGenRL run operations: bad configs, kill-and-resume, agents over devices, saved objective."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cli_checks import assert_refused, exit_code_and_stderr
+from cli_checks import assert_refused, exit_code_and_stderr, kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--meta-iterations", "3", "--methods", "learned"]
@@ -76,15 +74,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    p = subprocess.Popen([sys.executable, "-m", "experiments.metagenrl", *args, "--run-dir", str(killed)],
-                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "1").exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_checkpoint("experiments.metagenrl", args, killed, step=1, root=ROOT)
     r = _cli(["--resume", "--run-dir", str(killed)])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from checkpoint at iteration" in r.stdout

@@ -1,10 +1,8 @@
 """Run operations: bad configs, checkpoint fallback, kill-and-resume, devices and processes."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 import pytest
 
 from metarl.checkpoint import RunCheckpointer
-from cli_checks import assert_refused, exit_code_and_stderr
+from cli_checks import assert_refused, exit_code_and_stderr, kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--lifetime-steps", "64", "--population", "2", "--test-agents", "1"]
@@ -106,15 +104,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    p = subprocess.Popen([sys.executable, "-m", "experiments.epg_reacher", *args, "--run-dir", str(killed)],
-                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "3").exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert not (killed / "summary.json").exists()
+    kill_after_checkpoint("experiments.epg_reacher", args, killed, step=3, root=ROOT)
     r = run_exp(["--resume", "--run-dir", str(killed)])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resumed from checkpoint at generation" in r.stdout
