@@ -21,10 +21,9 @@ from metarl.outer.es import ESConfig
 from metarl.evaluate import epg_compare_losses, epg_meta_test, write_meta_test
 from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
-from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info,
-                         enable_compilation_cache, fail,
-                         prepare_run_dir, resolve_preset, resume_args, run_argv,
-                         write_json_atomic)
+from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
+                         device_info, enable_compilation_cache, fail, prepare_run_dir,
+                         resolve_preset, resume_args, run_argv, write_json_atomic)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,11 +128,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         preset, reason, cfg, test_agents, ep_len, eval_every = build_config(args, presets, env_name)
         if not args.resume:
             run_dir = check_run_dir(args.run_dir or f"runs/{name}-{preset}", overwrite=args.overwrite)
-        mesh = distributed.population_mesh()
-        try:
-            distributed.check_population(cfg.es.population_size, mesh)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        mesh = checked_population_mesh(cfg.es.population_size, "population_size")
     except ConfigError as e:
         fail(str(e))
     enable_compilation_cache()

@@ -23,8 +23,8 @@ import dataclasses
 import sys
 import time
 
-from metarl.runs import (ConfigError, check_run_dir, common_parser, device_info, fail,
-                         prepare_run_dir, resolve_preset, resume_args, run_argv,
+from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
+                         device_info, fail, prepare_run_dir, resolve_preset, resume_args, run_argv,
                          write_json_atomic)
 
 PRESETS = {
@@ -139,11 +139,7 @@ def main(argv=None) -> int:
         preset, why, P, cfg, train_names, test_names, methods = build_config(args)
         if not args.resume:
             run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite)
-        mesh = distributed.population_mesh()
-        try:
-            distributed.check_population(cfg.agents_per_env, mesh, what="agents_per_env")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        mesh = checked_population_mesh(cfg.agents_per_env, "agents_per_env")
     except ConfigError as e:
         fail(str(e))
 

@@ -100,6 +100,19 @@ def resume_args(args, parse):
     return run_dir, resumed
 
 
+def checked_population_mesh(size: int, what: str):
+    """The population mesh over all devices; ConfigError when ``size`` (named ``what``) does not
+    split evenly over it."""
+    from metarl import distributed
+
+    mesh = distributed.population_mesh()
+    try:
+        distributed.check_population(size, mesh, what=what)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return mesh
+
+
 def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
     """Creates the run directory; with ``overwrite`` the old contents are removed first."""
     import shutil
