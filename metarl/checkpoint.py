@@ -69,8 +69,7 @@ class RunCheckpointer:
         return int(found), jax.device_get(state)
 
     def _restore_local(self, template):
-        abstract = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+        abstract = _abstract(template)
         for step in reversed(self.steps()):
             try:
                 state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
@@ -84,6 +83,12 @@ class RunCheckpointer:
     def close(self):
         if self.manager is not None:
             self.manager.close()
+
+
+def _abstract(template):
+    """The structure, shapes and dtypes of ``template`` (what orbax restores into)."""
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype),
+                                  template)
 
 
 def _check_finite_structure(state, template):
@@ -116,7 +121,6 @@ def load_params(path: str | Path, template=None):
     ckptr = ocp.PyTreeCheckpointer() if jax.process_count() == 1 else _single_process_checkpointer()
     if template is None:
         return ckptr.restore(Path(path).absolute())
-    abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+    abstract = _abstract(template)
     return ckptr.restore(Path(path).absolute(), args=ocp.args.PyTreeRestore(
         item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)))
