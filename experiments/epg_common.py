@@ -16,9 +16,9 @@ import numpy as np
 from metarl import distributed, envs
 from metarl.checkpoint import RunCheckpointer, save_params
 from metarl.epg import EPG, EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.inner.epg_lifetime import OBJECTIVES, LifetimeConfig
 from metarl.outer.es import ESConfig
-from metarl.evaluate import epg_compare_losses, epg_meta_test, write_meta_test
+from metarl.evaluate import epg_compare_losses, epg_meta_test, meta_test_ppo_config, write_meta_test
 from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
@@ -28,9 +28,13 @@ from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, co
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
+    """epg: the method's config; test_agents: meta-test agents per method; ppo: overrides of the
+    meta-test PPO baseline (metarl.evaluate.meta_test_ppo_config), PPO's own tuned settings."""
+
     epg: EPGConfig
     test_agents: int
     episode_length: int | None = None
+    ppo: tuple = ()  # ((field, value), ...) of PPOConfig
 
 
 def locomotion_presets() -> dict:
@@ -63,6 +67,9 @@ def parse(name: str, env_name: str, argv=None):
                     help="compute the learned loss's buffer context once per update and hold it "
                          "constant (stop-gradient; faster, an approximation of the paper's gradient)")
     ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
+    ap.add_argument("--objective", default=None, metavar="{" + ",".join(OBJECTIVES) + "}",
+                    help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
+                         "with L_phi's output layer starting at zero (ES starts from PPO)")
     ap.add_argument("--no-antithetic", action="store_true")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
@@ -87,6 +94,8 @@ def build_config(args, presets: dict, env_name: str):
         life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
     if args.no_context_gradient:
         life = dataclasses.replace(life, context_gradient=False)
+    if args.objective is not None:
+        life = dataclasses.replace(life, objective=args.objective)
     es = cfg.es
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        strategy=args.strategy).items() if v is not None}
@@ -110,7 +119,8 @@ def build_config(args, presets: dict, env_name: str):
     eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.generations // 10)
     if eval_every < 0:
         raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
-    return preset_name, reason, cfg, test_agents, p.episode_length, eval_every
+    ppo_cfg = dataclasses.replace(meta_test_ppo_config(cfg.lifetime), **dict(p.ppo))
+    return preset_name, reason, cfg, test_agents, p.episode_length, eval_every, ppo_cfg
 
 
 def fmt_time(s: float) -> str:
@@ -125,7 +135,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         if args.resume:
             run_dir, args = resume_args(args, lambda a: parse(name, env_name, a))
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        preset, reason, cfg, test_agents, ep_len, eval_every = build_config(args, presets, env_name)
+        preset, reason, cfg, test_agents, ep_len, eval_every, ppo_cfg = build_config(args, presets, env_name)
         if not args.resume:
             run_dir = check_run_dir(args.run_dir or f"runs/{name}-{preset}", overwrite=args.overwrite)
         mesh = checked_population_mesh(cfg.es.population_size, "population_size")
@@ -142,9 +152,10 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         prepare_run_dir(run_dir, overwrite=args.overwrite)
         write_json_atomic(run_dir / "config.json", {
             "experiment": name, "env": env_name, "preset": preset, "seed": args.seed,
-            "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
+            "argv": run_argv(argv), "config": dataclasses.asdict(cfg),
+            "meta_test_ppo": dataclasses.asdict(ppo_cfg)})
     return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
-                               args.checkpoint_every, args.resume, writer, eval_every)
+                               args.checkpoint_every, args.resume, writer, eval_every, ppo_cfg)
 
 
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
@@ -159,7 +170,7 @@ def init_run_state(es_state, key, phi0, generations: int) -> dict:
 
 def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_dir: Path, seed: int,
                         test_agents: int, checkpoint_every: int = 10, resume: bool = False,
-                        writer: bool = True, eval_every: int = 0) -> dict:
+                        writer: bool = True, eval_every: int = 0, ppo_config=None) -> dict:
     """Meta-trains, then meta-tests the best loss.
 
     The best loss: with ``eval_every`` > 0, every ``eval_every`` generations (and after the last)
@@ -248,10 +259,10 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
     final_params = es.get_mean(run["es_state"])
     best_params = run["best_params"]
 
-    print(f"[{name}] meta-test: {test_agents} fresh agents on the test split "
-          f"(learned loss, initial loss, PPO)", flush=True)
+    print(f"[{name}] meta-test: {test_agents} fresh agents on the test split (learned loss, PPO, "
+          f"no-update, zero-action, initial loss; sampled-action evaluation)", flush=True)
     t_test = time.time()
-    res = epg_meta_test(epg, best_params, phi0, k_test, test_agents)
+    res = epg_meta_test(epg, best_params, phi0, k_test, test_agents, ppo_config=ppo_config)
     test_s = time.time() - t_test
     fm = run["fitness_mean"]
     summary = {
@@ -268,20 +279,21 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
                            f"train-split agents, paired with the best so far)" if eval_every
                            else "best generation mean fitness"),
         "best_score": float(run["best_score"]),
-        "meta_test": {"split": "test", "agents": test_agents,
-                      "learned_return": res["learned_return"],
-                      "initial_loss_return": res["initial_loss_return"],
-                      "ppo_return": res["ppo_return"]},
+        "objective": cfg.lifetime.objective,
+        "meta_test": {"split": "test", "agents": test_agents, "evaluation": res["evaluation"],
+                      "eval_episodes": res["eval_episodes"],
+                      **{f"{m}_return": res[f"{m}_return"] for m in res["methods"]},
+                      **{f"{m}_return_mean_action": res[f"{m}_return_mean_action"]
+                         for m in res["methods"]}},
     }
     if writer:
         write_meta_test(run_dir, res, title=f"EPG meta-test on {env_name} (test split)")
         write_json_atomic(run_dir / "summary.json", summary)
         save_params(run_dir / "best_loss", best_params)
         save_params(run_dir / "final_loss", final_params)
-    mt = summary["meta_test"]
-    print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents): learned "
-          f"{mt['learned_return']:.2f} | initial loss {mt['initial_loss_return']:.2f} | PPO "
-          f"{mt['ppo_return']:.2f}", flush=True)
+    print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents, sampled actions): "
+          + " | ".join(f"{m.replace('_', ' ')} {res[f'{m}_return']:.2f}" for m in res["methods"]),
+          flush=True)
     if writer:
         print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)
     return summary

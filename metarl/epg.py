@@ -42,12 +42,17 @@ class EPG:
         self.mesh = mesh
         if mesh is not None:
             check_population(config.es.population_size, mesh)
-        self.loss_module = loss_module or EPGLoss()
-        # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation).
+        residual = config.lifetime.objective == "residual"
+        self.loss_module = loss_module or EPGLoss(zero_output=residual)
+        # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation)
+        # or the objective is residual (L_PPO + L_phi).
         with_ppo = config.es.ppo_anneal_fraction > 0
         self.lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=with_ppo)
-        self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False)
-        self.T = config.tasks_per_member
+        # meta-test agents: f = 0 (the learned loss alone, or PPO + L_phi when residual), and the
+        # no-update baseline evaluated from the same initial agents
+        self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False,
+                                           with_no_update_eval=True)
+        self.tasks_per_member = config.tasks_per_member
         # one jitted train_agents shared by held-out evaluations and the meta-test (one compile)
         self.jit_train_agents = jax.jit(self.train_agents)
 
@@ -77,13 +82,14 @@ class EPG:
     def fitness_fn(self, population, key, f):
         """Mean evaluation return after a lifetime on train tasks, (P,)."""
         population = shard_population(population, self.mesh)
-        P = jax.tree_util.tree_leaves(population)[0].shape[0]
+        pop_size = jax.tree_util.tree_leaves(population)[0].shape[0]
+        n = self.tasks_per_member
         k_task, k_agent = jax.random.split(key)
         if self.config.common_random_numbers:
-            tasks, keys = self.sample_tasks(k_task, self.T), jax.random.split(k_agent, self.T)
+            tasks, keys = self.sample_tasks(k_task, n), jax.random.split(k_agent, n)
         else:
-            tasks = jax.vmap(lambda k: self.sample_tasks(k, self.T))(jax.random.split(k_task, P))
-            keys = jax.vmap(lambda k: jax.random.split(k, self.T))(jax.random.split(k_agent, P))
+            tasks = jax.vmap(lambda k: self.sample_tasks(k, n))(jax.random.split(k_task, pop_size))
+            keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(k_agent, pop_size))
         return self.train_agents(population, tasks, keys, f)["eval_return"].mean(axis=1)
 
     def make_es(self, key):

@@ -33,18 +33,20 @@ class MLP(nn.Module):
 
 
 class GaussianPolicy(nn.Module):
-    """pi(a|s) = N(mu(s), exp(log_std)): 64-64 tanh MLP mean, state-independent log-std (init 0).
+    """pi(a|s) = N(mu(s), exp(log_std)): 64-64 tanh MLP mean, state-independent log-std (init
+    ``init_log_std``, 0 as in the paper).
 
     Returns (mean (..., act_dim), log_std (..., act_dim)).
     """
 
     action_size: int
     hidden: Sequence[int] = (64, 64)
+    init_log_std: float = 0.0
 
     @nn.compact
     def __call__(self, obs):
         mean = MLP((*self.hidden, self.action_size), "tanh", last_init_scale=0.01)(obs)
-        log_std = self.param("log_std", nn.initializers.zeros, (self.action_size,))
+        log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.action_size,))
         return mean, jnp.broadcast_to(log_std, mean.shape)
 
 
@@ -86,6 +88,13 @@ def gaussian_log_prob(mean, log_std, action):
     """log N(action; mean, exp(log_std)), summed over the last axis."""
     z = (action - mean) * jnp.exp(-log_std)
     return jnp.sum(-0.5 * z ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+
+def gaussian_kl(mean_p, log_std_p, mean_q, log_std_q):
+    """KL(p || q) of diagonal Gaussians, summed over the last axis."""
+    var_ratio = jnp.exp(2 * (log_std_p - log_std_q))
+    z = (mean_p - mean_q) * jnp.exp(-log_std_q)
+    return jnp.sum(log_std_q - log_std_p + 0.5 * (var_ratio + z ** 2 - 1.0), axis=-1)
 
 
 def gaussian_entropy(log_std):

@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -216,3 +218,80 @@ def test_meta_training_improves_fitness_on_random_reacher(small_epg):
         means.append(float(info["mean"]))
     first, last = means[0], float(np.mean(means[-2:]))
     assert last > first + 2.0, means
+
+
+def test_es_learning_rate_falls_linearly_over_the_first_half():
+    from metarl.outer.es import learning_rate_schedule
+
+    lr = learning_rate_schedule(ESConfig(generations=100))
+    got = [float(lr(g)) for g in (0, 25, 50, 75, 99)]
+    assert got == pytest.approx([1e-2, 5.5e-3, 1e-3, 1e-3, 1e-3], rel=1e-5)
+
+
+def test_l2_penalty_is_weight_decay_on_the_es_gradient():
+    """openai/EPG adds -l2 * theta to the ES gradient: with a large l2 every coordinate of the mean
+    moves toward zero; without it, the (rank-noise) gradient moves some coordinates away."""
+    sol = {"w": jnp.ones(32)}
+
+    def step(l2):
+        cfg = ESConfig(population_size=8, generations=10, l2_penalty=l2)
+        es, params = make_strategy(cfg, sol)
+        state = es.init(jax.random.PRNGKey(0), sol, params)
+        gen = make_generation(es, params, lambda pop, k, f: jax.random.normal(k, (8,)), cfg)
+        state, _ = gen(state, jax.random.PRNGKey(1))
+        return np.asarray(es.get_mean(state)["w"])
+
+    assert np.all(step(100.0) < 1.0)
+    assert np.any(step(0.0) > 1.0)
+
+
+def test_strategies_without_an_optimiser_refuse_an_l2_setting():
+    from metarl.outer.es import l2_penalty
+
+    assert l2_penalty(ESConfig(strategy="CMA_ES")) == 0.0
+    assert l2_penalty(ESConfig()) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="strategy CMA_ES has no optax optimiser to apply l2_penalty=0.001"):
+        ESConfig(strategy="CMA_ES", l2_penalty=1e-3).validate()
+
+
+def test_gaussian_kl_matches_its_closed_form_and_is_zero_for_equal_policies():
+    from metarl.networks import gaussian_kl
+
+    m = jnp.array([[0.3, -1.0]])
+    ls = jnp.array([[0.1, -0.5]])
+    assert float(gaussian_kl(m, ls, m, ls)[0]) == pytest.approx(0.0, abs=1e-7)
+    mq, lsq = jnp.array([[0.0, 0.5]]), jnp.array([[-0.2, 0.3]])
+    sp, sq = np.exp(ls), np.exp(lsq)
+    ref = np.sum(np.log(sq / sp) + (sp ** 2 + (m - mq) ** 2) / (2 * sq ** 2) - 0.5)
+    assert float(gaussian_kl(m, ls, mq, lsq)[0]) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_meta_test_lifetime_reports_sampled_mean_action_and_no_update_returns():
+    env = envs.make("goal_point")
+    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=2, hidden=(16, 16))
+    life = jax.jit(make_lifetime(env, cfg, with_ppo=False, with_no_update_eval=True))
+    phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 128)
+    out = life(phi, env.sample_task(jax.random.PRNGKey(1), "test"), jax.random.PRNGKey(2))
+    for k in ("eval_return", "eval_return_sampled", "eval_return_mean_action", "no_update_return",
+              "no_update_return_mean_action"):
+        assert np.isfinite(float(out[k])), k
+    assert float(out["eval_return"]) == float(out["eval_return_sampled"])  # the paper's protocol
+    # log-std 0 on a 0.1-clipped velocity: sampled actions wander, the mean action barely moves
+    assert float(out["no_update_return"]) < float(out["no_update_return_mean_action"])
+
+
+def test_residual_objective_starts_as_ppo_exactly():
+    """EPGLoss(zero_output=True): L_phi = 0 at phi_0, so the residual lifetime L_PPO + L_phi equals
+    the pure lifetime with f = 1 (PPO alone) for the same seeds."""
+    env = envs.make("goal_point")
+    base = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16))
+    module = EPGLoss(zero_output=True)
+    phi = init_epg_loss(jax.random.PRNGKey(0), 2, 2, 128, module=module)
+    assert float(jnp.abs(phi["params"]["head_out"]["kernel"]).max()) == 0.0
+    task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
+    res = jax.jit(make_lifetime(env, dataclasses.replace(base, objective="residual"), module))(phi, task, key)
+    ppo = jax.jit(make_lifetime(env, base, module))(phi, task, key, 1.0)
+    chex.assert_trees_all_close(res["eval_return"], ppo["eval_return"], atol=1e-5)
+    chex.assert_trees_all_close(res["curve"], ppo["curve"], atol=1e-5)
+    with pytest.raises(ValueError, match="unknown objective 'mixed'"):
+        LifetimeConfig(objective="mixed").validate()

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -5,7 +7,7 @@ import pytest
 
 from metarl import envs
 from metarl.baselines.ppo import PPOConfig, make_train
-from metarl.evaluate_policy import episode_return
+from metarl.evaluate_policy import zero_action_return
 from metarl.objectives.ppo import gae
 
 
@@ -28,17 +30,23 @@ def test_bad_config_is_rejected():
         PPOConfig(num_envs=3, unroll_length=5, num_minibatches=4).validate()
 
 
-def test_ppo_learns_random_reacher_above_random_policy():
-    env = envs.make("random_reacher")
-    cfg = PPOConfig(total_steps=40_000, num_envs=16, unroll_length=50, num_minibatches=4,
-                    update_epochs=4, learning_rate=1e-3)
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    tasks = jax.vmap(lambda k: env.sample_task(k, "train"))(keys)
+def test_ppo_learns_goal_point_beyond_doing_nothing():
+    """PPO on left-half goals (8192 steps, the epg_point cpu budget, PPO's tuned settings) must beat
+    both do-nothing references by a wide margin: its own untrained policy (no update) and the
+    zero-action policy (-40 here; the straight-line oracle scores about -0.5)."""
+    env = envs.make("goal_point")
+    cfg = PPOConfig(total_steps=8192, num_envs=1, unroll_length=64, num_minibatches=2,
+                    update_epochs=4, learning_rate=3e-3, gamma=0.9, init_log_std=-1.0,
+                    obs_std_min=0.1, eval_envs=3)
+    keys = jax.random.split(jax.random.PRNGKey(6), 8)
+    tasks = jax.vmap(lambda k: env.sample_task(k, "test"))(jax.random.split(jax.random.PRNGKey(5), 8))
     _, m = jax.jit(jax.vmap(make_train(env, cfg)))(keys, tasks)
-    rand = jax.vmap(lambda k, t: episode_return(
-        env, lambda o, kk: jax.random.normal(kk, (o.shape[0], env.action_size)), t, k, 16))(keys, tasks)
-    trained, random = float(m["eval_return"].mean()), float(rand.mean())
-    curve = np.nanmean(np.asarray(m["episode_return"]), axis=0)
-    # random Gaussian actions pay ~2 per step in control cost; a learner must do far better
-    assert trained > random + 40.0, (trained, random)
-    assert curve[-5:].mean() > curve[:5].mean() + 30.0, curve
+    untrained = dataclasses.replace(cfg, total_steps=cfg.steps_per_update, learning_rate=1e-12)
+    _, m0 = jax.jit(jax.vmap(make_train(env, untrained)))(keys, tasks)
+    zero = jax.vmap(lambda t, k: zero_action_return(env, t, k, 3))(tasks, keys)
+    # medians: PPO occasionally overshoots and runs off (a few percent of agents, -200 and worse)
+    trained = float(np.median(m["eval_return_sampled"]))
+    assert trained > float(np.median(zero)) + 15.0, (trained, float(np.median(zero)))
+    assert trained > float(np.median(m0["eval_return_sampled"])) + 15.0
+    # sampled actions: the evaluation protocol of every method
+    np.testing.assert_array_equal(m["eval_return"], m["eval_return_sampled"])

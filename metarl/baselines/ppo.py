@@ -16,7 +16,7 @@ from brax.training.acme import running_statistics, specs
 from flax import struct
 
 from metarl.envs.core import TaskFamily, repeat_task
-from metarl.evaluate_policy import episode_return
+from metarl.evaluate_policy import gaussian_policy_returns
 from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
 from metarl.objectives.ppo import gae, ppo_policy_loss
 
@@ -37,8 +37,12 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     reward_scale: float = 1.0
     hidden: Sequence[int] = (64, 64)
+    init_log_std: float = 0.0
     normalize_observations: bool = True
+    obs_std_min: float = 1e-6  # floor of the normaliser's std (brax's default; EPG agents use 0.1)
     eval_envs: int = 16
+    # False: 'eval_return' is the sampled-action return (EPG's protocol); True: the mean action's
+    deterministic_eval: bool = False
 
     @property
     def steps_per_update(self) -> int:
@@ -58,6 +62,18 @@ class PPOConfig:
         return self
 
 
+def rollout_gae(value_fn, traj: dict, gamma: float, lam: float):
+    """(advantages, value targets) (T, n) of a rollout.
+
+    traj: 'obs', 'final_obs' (T, n, obs_dim) (the state each step reached before any auto-reset,
+    ``EnvState.final_obs``), 'reward', 'done', 'truncated' (T, n); value_fn(obs (..., obs_dim)) -> (...).
+    V(s_{t+1}) is value_fn(final_obs): at a time-limit end the target bootstraps from the episode's
+    true last state, not from the next episode's first observation.
+    """
+    values, next_values = value_fn(traj["obs"]), value_fn(traj["final_obs"])
+    return gae(traj["reward"], values, next_values, traj["done"], traj["truncated"], gamma, lam)
+
+
 @struct.dataclass
 class PPOState:
     params: dict  # {'policy': ..., 'value': ...}
@@ -71,10 +87,12 @@ def make_train(env: TaskFamily, config: PPOConfig):
     """Returns ``train(key, task) -> (PPOState, metrics)``; metrics arrays have shape (num_updates,).
 
     metrics: 'episode_return' (mean return of episodes completed in each update's rollouts, NaN when
-    none completed), 'env_steps', and 'eval_return' () (deterministic policy after training).
+    none completed), 'env_steps', and after training 'eval_return_sampled' and
+    'eval_return_mean_action' () on the same starts, 'eval_return' () the one ``deterministic_eval`` picks.
     """
     cfg = config.validate()
-    policy, value = GaussianPolicy(env.action_size, cfg.hidden), ValueNet(cfg.hidden)
+    policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
+    value = ValueNet(cfg.hidden)
     optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate))
     mb_size = cfg.steps_per_update // cfg.num_minibatches
 
@@ -97,7 +115,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
         tr = dict(obs=obs, action=action, log_prob=gaussian_log_prob(mean, log_std, action),
                   reward=next_state.reward * cfg.reward_scale, done=next_state.done,
                   truncated=next_state.truncated, completed=next_state.completed_return,
-                  raw_next_obs=next_state.obs)
+                  final_obs=normalize(next_state.final_obs, stats), raw_next_obs=next_state.obs)
         return (params, stats, next_state), tr
 
     def update(state: PPOState, _):
@@ -105,13 +123,8 @@ def make_train(env: TaskFamily, config: PPOConfig):
         (_, _, env_state), traj = jax.lax.scan(
             rollout_step, (state.params, state.obs_stats, state.env_state),
             jax.random.split(k_roll, cfg.unroll_length))
-        values = value.apply(state.params["value"], traj["obs"])
-        # V(s_{t+1}): the next obs within the rollout; the last one from the final state. At an
-        # auto-reset the next obs is the reset obs; truncation bootstraps from it (as brax does).
-        last_v = value.apply(state.params["value"], normalize(env_state.obs, state.obs_stats))
-        next_values = jnp.concatenate([values[1:], last_v[None]], axis=0)
-        adv, target = gae(traj["reward"], values, next_values, traj["done"], traj["truncated"],
-                          cfg.gamma, cfg.gae_lambda)
+        adv, target = rollout_gae(lambda o: value.apply(state.params["value"], o), traj,
+                                  cfg.gamma, cfg.gae_lambda)
         batch = dict(obs=traj["obs"], action=traj["action"], log_prob=traj["log_prob"], adv=adv,
                      target=target)
         batch = jax.tree_util.tree_map(lambda x: x.reshape((-1, *x.shape[2:])), batch)
@@ -134,7 +147,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
                                               jax.random.split(k_perm, cfg.update_epochs))
         stats = state.obs_stats
         if cfg.normalize_observations:
-            stats = running_statistics.update(stats, traj["raw_next_obs"])
+            stats = running_statistics.update(stats, traj["raw_next_obs"], std_min_value=cfg.obs_std_min)
         n_done = traj["done"].sum()
         ep_ret = jnp.where(n_done > 0, traj["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
         new = PPOState(params, opt_state, stats, env_state, key)
@@ -148,17 +161,17 @@ def make_train(env: TaskFamily, config: PPOConfig):
         env_state = jax.vmap(env.reset)(jax.random.split(k_env, cfg.num_envs), tasks)
         stats = running_statistics.init_state(specs.Array((env.observation_size,), jnp.float32))
         if cfg.normalize_observations:
-            stats = running_statistics.update(stats, env_state.obs)
+            stats = running_statistics.update(stats, env_state.obs, std_min_value=cfg.obs_std_min)
         state = PPOState(params, optimizer.init(params), stats, env_state, k_run)
         state, returns = jax.lax.scan(update, state, None, length=cfg.num_updates)
 
-        def act(obs, k):
-            return policy.apply(state.params["policy"], normalize(obs, state.obs_stats))[0]
-
+        policy_fn = lambda obs: policy.apply(state.params["policy"], normalize(obs, state.obs_stats))
+        sampled, mean_action = gaussian_policy_returns(env, policy_fn, task, k_eval, cfg.eval_envs)
         metrics = {
             "episode_return": returns,
             "env_steps": (jnp.arange(cfg.num_updates) + 1) * cfg.steps_per_update,
-            "eval_return": episode_return(env, act, task, k_eval, cfg.eval_envs),
+            "eval_return": mean_action if cfg.deterministic_eval else sampled,
+            "eval_return_sampled": sampled, "eval_return_mean_action": mean_action,
         }
         return state, metrics
 

@@ -9,13 +9,17 @@ pipelines; pass backend="positional" or "generalized" where contact fidelity mat
 from __future__ import annotations
 
 from metarl.envs.core import SPLITS, EnvState, TaskFamily
+from metarl.envs.point import GoalPoint
 from metarl.envs.families import (DirHalfCheetah, DirHopper, GoalAnt, Plain, RandomHopper,
                                   RandomReacher)
 
 BACKENDS = ("spring", "positional", "generalized", "mjx")
+# goal_point is pure JAX: its one backend is "jax"
+_PURE_JAX = {"goal_point"}
 
 # name -> (constructor(backend, episode_length), default backend, default episode length)
 _REGISTRY = {
+    "goal_point": (GoalPoint, "jax", 100),
     "goal_ant": (GoalAnt, "spring", 1000),
     "dir_halfcheetah": (DirHalfCheetah, "spring", 1000),
     "dir_hopper": (DirHopper, "spring", 1000),
@@ -44,8 +48,9 @@ def make(name: str, backend: str | None = None, episode_length: int | None = Non
     _check_name(name)
     ctor, default_be, default_len = _REGISTRY[name]
     backend = default_be if backend is None else backend
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    allowed = ("jax",) if name in _PURE_JAX else BACKENDS
+    if backend not in allowed:
+        raise ValueError(f"unknown backend {backend!r} for {name}; expected one of {', '.join(allowed)}")
     episode_length = default_len if episode_length is None else int(episode_length)
     if episode_length <= 0:
         raise ValueError(f"episode_length must be a positive integer, got {episode_length}")

@@ -6,8 +6,11 @@ parameters). A task is drawn once per agent lifetime with ``sample_task(key, spl
 vmaps over environments and tasks alike.
 
 Why not brax's ``EpisodeWrapper``/``AutoResetWrapper``: their ``reset`` takes only a key, while our
-tasks are explicit arguments fixed for a lifetime. ``TaskEnv`` does the same two jobs (time limit,
-reset-to-first-state on episode end, as brax does) with the task in the state.
+tasks are explicit arguments fixed for a lifetime. ``TaskFamily`` does the same two jobs (time limit,
+auto-reset) with the task in the state, and unlike brax's wrapper each new episode starts from a
+fresh random initial state (a reset with a new key carried in the state), not from the first one.
+``final_obs`` keeps the observation an episode ended in, so learners bootstrap V(s_T) at time
+limits from the true last state rather than from the next episode's first.
 """
 from __future__ import annotations
 
@@ -26,19 +29,23 @@ class EnvState:
     """State of one environment. Scalars are shape () per environment.
 
     brax_state: the wrapped brax ``State`` (pipeline state, metrics).
-    obs: (obs_dim,) observation, task features included where the family exposes them.
+    obs: (obs_dim,) observation, task features included where the family exposes them; after an
+        episode end, the first observation of the next episode.
+    final_obs: (obs_dim,) the observation the last step reached before any auto-reset: s_{t+1} of
+        the transition (equals obs where done == 0).
     reward: reward r_t of the last step.
     done: 1.0 when the last step ended an episode (terminal or time limit); the state was reset.
-    truncated: 1.0 when that end was the time limit only (bootstrap the value there).
+    truncated: 1.0 when that end was the time limit only (bootstrap the value there, from final_obs).
     steps: steps taken in the current episode.
     episode_return: return accumulated in the current episode.
     completed_return: return of the episode that just ended (valid where done == 1).
     task: the task pytree, fixed for the lifetime.
-    first_brax_state / first_obs: the state reset to at episode end (as brax's AutoResetWrapper).
+    key: (2,) PRNG key of the next episode's random initial state.
     """
 
     brax_state: Any
     obs: jax.Array
+    final_obs: jax.Array
     reward: jax.Array
     done: jax.Array
     truncated: jax.Array
@@ -46,8 +53,7 @@ class EnvState:
     episode_return: jax.Array
     completed_return: jax.Array
     task: Any
-    first_brax_state: Any
-    first_obs: jax.Array
+    key: jax.Array
 
 
 def repeat_task(task: Any, n: int) -> Any:
@@ -70,11 +76,9 @@ class TaskFamily:
     base_env_name: str = ""
 
     def __init__(self, backend: str, episode_length: int = 1000):
-        from brax import envs as brax_envs
-
         self.backend = backend
         self.episode_length = int(episode_length)
-        self.base = brax_envs.get_environment(self.base_env_name, backend=backend)
+        self.base = self.make_base(backend)
         self.action_size = self.base.action_size
         dummy = self.sample_task(jax.random.PRNGKey(0), "train")
         self.observation_size = self.base.observation_size + self.task_obs_size(dummy)
@@ -87,6 +91,14 @@ class TaskFamily:
         self.step = jax.jit(self._step) if nested_jit else self._step
 
     # ---- task-specific hooks -------------------------------------------------------------
+    def make_base(self, backend: str) -> Any:
+        """The underlying environment: a brax ``Env`` (default: ``base_env_name`` on ``backend``),
+        or anything with brax's ``reset(key) -> State``, ``step(State, action) -> State``,
+        ``observation_size``, ``action_size`` and ``dt``."""
+        from brax import envs as brax_envs
+
+        return brax_envs.get_environment(self.base_env_name, backend=backend)
+
     def sample_task(self, key: jax.Array, split: str = "train") -> Any:
         """Returns a task pytree; the same key and split always give the same task."""
         check_split(split)
@@ -111,43 +123,51 @@ class TaskFamily:
         return self.base.reset(key)
 
     # ---- the environment API -------------------------------------------------------------
+    def _observe(self, bs: Any, task: Any) -> jax.Array:
+        return jnp.concatenate([bs.obs, self.task_obs(bs, task)])
+
     def _reset(self, key: jax.Array, task: Any) -> EnvState:
         """reset(key, task) -> EnvState: a fresh episode of the task."""
+        k_now, k_next = jax.random.split(key)
         with self.physics(task):
-            bs = self.base_reset(key, task)
-        obs = jnp.concatenate([bs.obs, self.task_obs(bs, task)])
+            bs = self.base_reset(k_now, task)
+        obs = self._observe(bs, task)
         zero = jnp.zeros(())
         return EnvState(
-            brax_state=bs, obs=obs, reward=zero, done=zero, truncated=zero, steps=zero,
-            episode_return=zero, completed_return=zero, task=task,
-            first_brax_state=bs, first_obs=obs,
+            brax_state=bs, obs=obs, final_obs=obs, reward=zero, done=zero, truncated=zero,
+            steps=zero, episode_return=zero, completed_return=zero, task=task, key=k_next,
         )
 
     def _step(self, state: EnvState, action: jax.Array) -> EnvState:
-        """One step; at episode end (terminal or time limit) the state resets to the first state."""
+        """One step; at episode end (terminal or time limit) the state resets to a fresh random
+        initial state drawn with a split of ``state.key`` (computed every step, selected on done)."""
+        k_next, k_reset = jax.random.split(state.key)
         with self.physics(state.task):
             bs = self.base.step(state.brax_state, action)
+            fresh = self.base_reset(k_reset, state.task)
         reward = self.task_reward(state.brax_state, bs, state.task)
         steps = state.steps + 1
         terminal = bs.done
         truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
         done = jnp.maximum(terminal, truncated)
-        obs = jnp.concatenate([bs.obs, self.task_obs(bs, state.task)])
+        final_obs = self._observe(bs, state.task)
         ep_ret = state.episode_return + reward
 
-        def pick(first, cur):
-            return jnp.where(done > 0, first, cur)
+        def pick(new, cur):
+            return jnp.where(done > 0, new, cur)
 
-        bs = jax.tree_util.tree_map(pick, state.first_brax_state, bs.replace(done=jnp.zeros(())))
+        bs = jax.tree_util.tree_map(pick, fresh, bs.replace(done=jnp.zeros(())))
         return state.replace(
             brax_state=bs,
-            obs=pick(state.first_obs, obs),
+            obs=pick(self._observe(fresh, state.task), final_obs),
+            final_obs=final_obs,
             reward=reward,
             done=done,
             truncated=truncated,
             steps=jnp.where(done > 0, 0.0, steps),
             episode_return=jnp.where(done > 0, 0.0, ep_ret),
             completed_return=jnp.where(done > 0, ep_ret, 0.0),
+            key=k_next,
         )
 
     def __repr__(self) -> str:

@@ -24,10 +24,14 @@ from brax.training.acme import running_statistics, specs
 from flax import struct
 
 from metarl.envs.core import TaskFamily
-from metarl.evaluate_policy import episode_return
-from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
+from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
+                             sample_gaussian)
 from metarl.objectives.epg_loss import EPGLoss
 from metarl.objectives.ppo import gae, ppo_policy_loss
+
+
+OBJECTIVES = ("pure", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,12 +43,23 @@ class LifetimeConfig:
     buffer_size: int = 512  # N: rows seen by the temporal convolution
     minibatch_size: int = 32
     learning_rate: float = 1e-3
+    # None (the paper): plain Adam; c: gradients clipped to global norm c first (as our PPO does)
+    max_grad_norm: float | None = None
     hidden: Sequence[int] = (64, 64)
+    init_log_std: float = 0.0  # the policy's initial log-std (the paper: 0)
     gamma: float = 0.99
     gae_lambda: float = 0.95
     clip_eps: float = 0.2
-    eval_envs: int = 4
-    deterministic_eval: bool = True
+    eval_envs: int = 4  # evaluation episodes after the lifetime (one per environment)
+    # False (openai/EPG): fitness and meta-test returns use actions sampled from the policy; the
+    # mean-action return is reported beside it. True: fitness uses the mean action.
+    deterministic_eval: bool = False
+    kl_coef: float = 1e-3  # PPO term: KL(old || new) weight (openai/EPG)
+    value_coef: float = 1.0  # PPO term: value-loss weight inside the f-weighted total
+    # "pure": (1 - f) L_phi + f L_PPO, the paper's loss. "residual": L_PPO + L_phi at every
+    # step (f unused), so ES starts from PPO and searches for a correction to it; with the loss's
+    # output layer at zero (EPGLoss(zero_output=True)) the initial loss is PPO exactly.
+    objective: str = "pure"
     obs_std_min: float = 0.1  # running normaliser floor for s and a (DESIGN.md)
     # True: gradients flow through L_phi's buffer context (exact); False: the context is computed
     # once per update and held constant (cheaper: policy forward/backward on B rows, not N)
@@ -64,6 +79,8 @@ class LifetimeConfig:
         if self.update_period % self.minibatch_size:
             raise ValueError(f"update_period={self.update_period} must be a multiple of "
                              f"minibatch_size={self.minibatch_size}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
         if self.buffer_size < self.update_period:
             raise ValueError(f"buffer_size={self.buffer_size} must be >= update_period="
                              f"{self.update_period}")
@@ -174,19 +191,32 @@ def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss, context_g
 
 
 def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss | None = None,
-                  with_ppo: bool = True):
+                  with_ppo: bool = True, with_no_update_eval: bool = False):
     """Returns ``lifetime(loss_params, task, key, ppo_factor) -> metrics``.
 
     ``with_ppo=False`` builds the program without the PPO term and value net (ppo_factor is then
     ignored; used when f is always 0, e.g. at meta-test): a smaller program that compiles faster.
 
-    metrics: 'eval_return' () return of the final policy (fitness), 'curve' (num_updates,) mean
-    return of episodes completed in each update's rollout (NaN where none), 'final_log_std' ().
+    ``with_no_update_eval``: also evaluate the agent before its first update (the no-update
+    baseline: same initialisation, same evaluation starts and noise).
+
+    metrics: 'eval_return' () return of the final policy (fitness: sampled actions unless
+    ``deterministic_eval``), 'eval_return_sampled' and 'eval_return_mean_action' (), 'curve'
+    (num_updates,) mean return of episodes completed in each update's rollout (NaN where none),
+    'final_log_std' (), and 'no_update_return'(_mean_action) () where asked for.
     """
     cfg = config.validate()
+    residual = cfg.objective == "residual"
+    with_ppo = with_ppo or residual
     loss_module = loss_module or EPGLoss()
-    policy, value = GaussianPolicy(env.action_size, cfg.hidden), ValueNet(cfg.hidden)
-    pi_opt, v_opt = optax.adam(cfg.learning_rate), optax.adam(cfg.learning_rate)
+    policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
+    value = ValueNet(cfg.hidden)
+    def optimiser():
+        adam = optax.adam(cfg.learning_rate)
+        return adam if cfg.max_grad_norm is None else optax.chain(
+            optax.clip_by_global_norm(cfg.max_grad_norm), adam)
+
+    pi_opt, v_opt = optimiser(), optimiser()
     M, N, B = cfg.update_period, cfg.buffer_size, cfg.minibatch_size
     obs_spec = specs.Array((env.observation_size,), jnp.float32)
     act_spec = specs.Array((env.action_size,), jnp.float32)
@@ -204,7 +234,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
         nxt = env.step(agent.env_state, action)
         tr = dict(obs=agent.env_state.obs, action=action, reward=nxt.reward, done=nxt.done,
                   truncated=nxt.truncated, log_prob=gaussian_log_prob(mean, log_std, action),
-                  completed=nxt.completed_return)
+                  completed=nxt.completed_return, next_obs=nxt.final_obs)
         return (agent.replace(env_state=nxt),), tr
 
     def update(carry, key, loss_params, ppo_factor):
@@ -223,51 +253,61 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
         if not cfg.context_gradient:  # one context per update, from the policy before the update
             ctx = jax.lax.stop_gradient(epg_context(agent.policy, loss_params, inp))
 
-        # PPO term over the newest M rows (only evaluated while f > 0; f is shared by the batch,
-        # so this cond stays a real branch under vmap).
+        # PPO term over the newest M rows, as openai/EPG: clipped surrogate + kl_coef KL(old || new)
+        # + value loss, all inside the f-weighted total, advantages normalised over the M rows.
+        # Only evaluated while f > 0 (f is shared by the batch, so the cond stays a real branch
+        # under vmap), and always in the residual form.
         s_new = inp.s[N - M:]  # = the normalised tr["obs"]
-        s_next = norm(agent.env_state.obs, obs_stats)
+        s_next = norm(tr["next_obs"], obs_stats)  # s_{t+1} before any auto-reset (time limits)
 
         def ppo_targets(vp):
             v = value.apply(vp, s_new)
-            nv = jnp.concatenate([v[1:], value.apply(vp, s_next)[None]])
-            return gae(tr["reward"], v, nv, tr["done"], tr["truncated"], cfg.gamma, cfg.gae_lambda)
+            nv = value.apply(vp, s_next)
+            adv, target = gae(tr["reward"], v, nv, tr["done"], tr["truncated"], cfg.gamma, cfg.gae_lambda)
+            old_mean, old_log_std = policy.apply(agent.policy, s_new)
+            return (adv - adv.mean()) / (adv.std() + 1e-8), target, old_mean, old_log_std
 
-        use_ppo = (ppo_factor > 0) if with_ppo else False
-        adv, target = _cond(use_ppo, ppo_targets,
-                                   lambda vp: (jnp.zeros(M), jnp.zeros(M)), agent.value)
+        use_ppo = True if residual else ((ppo_factor > 0) if with_ppo else False)
+        w_epg, w_ppo = (1.0, 1.0) if residual else (1.0 - ppo_factor, ppo_factor)
+        zeros_a = jnp.zeros((M, env.action_size))
+        adv, target, old_mean, old_log_std = _cond(
+            use_ppo, ppo_targets, lambda vp: (jnp.zeros(M), jnp.zeros(M), zeros_a, zeros_a), agent.value)
         perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
 
         def sgd(carry, idx):
             pp, vp, po, vo = carry
 
-            def total_loss(pp):
+            def total_loss(params):
+                pp, vp = params
                 if cfg.context_gradient:
                     l_epg, outs_b = epg_exact(pp, loss_params, inp, N - M + idx)
                 else:
                     l_epg, outs_b = epg_head(pp, loss_params, inp, N - M + idx, ctx)
 
-                def l_ppo(outs_b):
+                def l_ppo(args):
+                    pp, vp, outs_b = args
                     if cfg.context_gradient:
                         # a separate B-row forward: sharing the N-row one's outputs would be the
                         # same maths but not the same floats, and this mode reproduces earlier runs
                         mean, log_std = policy.apply(pp, s_new[idx])
                     else:  # the head's outputs on the minibatch rows, shared
                         mean, log_std = outs_b
-                    return ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
-                                           adv[idx], cfg.clip_eps)
+                    surrogate = ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
+                                                adv[idx], cfg.clip_eps, normalize_advantages=False)
+                    kl = gaussian_kl(old_mean[idx], old_log_std[idx], mean, log_std).mean()
+                    v_loss = jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
+                    return surrogate + cfg.kl_coef * kl + cfg.value_coef * v_loss
 
-                lp = _cond(use_ppo, l_ppo, lambda _: 0.0, outs_b)
-                return (1.0 - ppo_factor) * l_epg + ppo_factor * lp
+                lp = _cond(use_ppo, l_ppo, lambda _: 0.0, (pp, vp, outs_b))
+                return w_epg * l_epg + w_ppo * lp
 
-            g = jax.grad(total_loss)(pp)
-            upd, po = pi_opt.update(g, po, pp)
+            g_pi, g_v = jax.grad(total_loss)((pp, vp))
+            upd, po = pi_opt.update(g_pi, po, pp)
             pp = optax.apply_updates(pp, upd)
 
             def v_step(args):
                 vp, vo = args
-                gv = jax.grad(lambda vp: jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2))(vp)
-                u, vo = v_opt.update(gv, vo, vp)
+                u, vo = v_opt.update(g_v, vo, vp)
                 return optax.apply_updates(vp, u), vo
 
             vp, vo = _cond(use_ppo, v_step, lambda a: a, (vp, vo))
@@ -292,19 +332,24 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
                           act_stats=running_statistics.init_state(act_spec), buffer=buf,
                           env_state=env.reset(k_env, task), key=k_run)
 
+    def evaluate(agent, task, key):
+        """(sampled-action return, mean-action return) of the agent's policy."""
+        policy_fn = lambda obs: policy.apply(agent.policy, norm(obs, agent.obs_stats))
+        return gaussian_policy_returns(env, policy_fn, task, key, cfg.eval_envs)
+
     def lifetime(loss_params, task, key, ppo_factor=0.0):
         k_init, k_updates, k_eval = jax.random.split(key, 3)
         agent = init_agent(task, k_init)
-        ppo_factor = jnp.asarray(ppo_factor if with_ppo else 0.0, jnp.float32)
+        ppo_factor = jnp.asarray(0.0 if ppo_factor is None or not with_ppo else ppo_factor, jnp.float32)
+        out = {}
+        if with_no_update_eval:  # the same agent before any update, evaluated the same way
+            out["no_update_return"], out["no_update_return_mean_action"] = evaluate(agent, task, k_eval)
         agent, curve = jax.lax.scan(lambda a, k: update(a, k, loss_params, ppo_factor), agent,
                                     jax.random.split(k_updates, cfg.num_updates))
-
-        def act(obs, k):
-            mean, log_std = policy.apply(agent.policy, norm(obs, agent.obs_stats))
-            return mean if cfg.deterministic_eval else sample_gaussian(k, mean, log_std)
-
-        return {"eval_return": episode_return(env, act, task, k_eval, cfg.eval_envs),
-                "curve": curve,
-                "final_log_std": agent.policy["params"]["log_std"].mean()}
+        sampled, mean_action = evaluate(agent, task, k_eval)
+        out.update({"eval_return": mean_action if cfg.deterministic_eval else sampled,
+                    "eval_return_sampled": sampled, "eval_return_mean_action": mean_action,
+                    "curve": curve, "final_log_std": agent.policy["params"]["log_std"].mean()})
+        return out
 
     return lifetime

@@ -41,7 +41,8 @@ def init(capacity: int, obs_dim: int, act_dim: int) -> Replay:
 
 
 def add(buf: Replay, obs, action, reward, next_obs, done, terminal) -> Replay:
-    """Writes one transition (s_t, a_t, r_t, s_{t+1}, d_t, terminal_t) at ``pos``."""
+    """Writes one transition (s_t, a_t, r_t, s_{t+1}, d_t, terminal_t) at ``pos``; s_{t+1} is the
+    state the step reached before any auto-reset (``EnvState.final_obs``)."""
     i = buf.pos
     n = buf.capacity
     return buf.replace(

@@ -112,11 +112,11 @@ class TD3Agent:
         nxt = self.env.step(s.env_state, action)
         # keep dtypes (and non-weak types) fixed, so the state pytree is stable across jit calls
         nxt = jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, dtype=jnp.result_type(ref)), nxt, s.env_state)
-        # at an episode end nxt.obs is the reset obs; the true s_{t+1} only matters for truncation,
-        # where brax-style auto-reset bootstraps from the reset obs as PPO here does.
+        # s_{t+1} is nxt.final_obs: at an episode end nxt.obs is already the next episode's first
+        # observation; a time-limit end bootstraps Q(s_{t+1}, .) from the true last state.
         terminal = nxt.done * (1.0 - nxt.truncated)
-        buf = rb.add(s.replay, obs, action, nxt.reward * self.cfg.reward_scale, nxt.obs, nxt.done,
-                     terminal)
+        buf = rb.add(s.replay, obs, action, nxt.reward * self.cfg.reward_scale, nxt.final_obs,
+                     nxt.done, terminal)
         return s.replace(replay=buf, env_state=nxt, step=s.step + 1, key=key,
                          ret_sum=s.ret_sum + nxt.done * nxt.completed_return,
                          ret_count=s.ret_count + nxt.done)

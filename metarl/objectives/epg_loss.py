@@ -39,6 +39,8 @@ class EPGLoss(nn.Module):
     memory_size: int = 32
     context_size: int = 32
     head_hidden: int = 16
+    # the output layer starts at zero (L_phi = 0 at phi_0): the residual objective L_PPO + L_phi
+    zero_output: bool = False
 
     def setup(self):
         self.memory_dense = nn.Dense(self.memory_size, name="memory")
@@ -46,7 +48,8 @@ class EPGLoss(nn.Module):
         self.conv2 = nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")
         self.context_dense = nn.Dense(self.context_size, name="context")
         self.hidden_dense = nn.Dense(self.head_hidden, name="head_hidden")
-        self.out_dense = nn.Dense(1, name="head_out")
+        out_init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
+        self.out_dense = nn.Dense(1, kernel_init=out_init, name="head_out")
 
     def _with_memory(self, rows, valid):
         """(R, W), (R,) -> (R, W + memory): rows with the memory units appended, padding zeroed."""

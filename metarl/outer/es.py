@@ -2,8 +2,11 @@
 
 The outer loop is agnostic of what it evolves: it needs ``solution`` (a parameter pytree, e.g. the
 EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (P,)`` (higher is better).
-OpenES by default (Adam with beta1 = 0, lr 1e-2 dropping to 1e-3 halfway, sigma 0.01, centred ranks,
-L2 penalty 0.001, antithetic sampling optional); any evosax distribution-based algorithm by name.
+OpenES by default, as openai/EPG: Adam with beta1 = 0 and a learning rate falling linearly from 1e-2 to
+1e-3 over the first half of the generations (then constant), sigma 0.01, centred ranks, and the L2
+penalty as weight decay on the ES gradient (``optax.add_decayed_weights(0.001)`` before Adam, the
+original's -0.001 theta added to the gradient). Antithetic sampling is optional. Any evosax
+distribution-based algorithm by name; those without an optax optimiser refuse an L2 setting.
 evosax minimises, so it is told -return; non-finite returns are ranked last and counted.
 """
 from __future__ import annotations
@@ -37,9 +40,10 @@ class ESConfig:
     generations: int = 100
     sigma: float = 0.01
     learning_rate: float = 1e-2
-    lr_drop_fraction: float = 0.5  # lr x lr_drop_factor after this fraction of the generations
-    lr_drop_factor: float = 0.1
-    l2_penalty: float = 1e-3
+    lr_decay_fraction: float = 0.5  # lr falls linearly to lr x lr_decay_factor over this fraction
+    lr_decay_factor: float = 0.1
+    # weight decay on the ES gradient; None: 1e-3 for strategies with an optax optimiser, else 0
+    l2_penalty: float | None = None
     antithetic: bool = True
     ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction, then 0
 
@@ -53,10 +57,33 @@ class ESConfig:
         if self.sigma <= 0 or self.learning_rate <= 0:
             raise ValueError(f"sigma and learning_rate must be positive, got {self.sigma}, "
                              f"{self.learning_rate}")
+        if self.l2_penalty is not None and self.l2_penalty < 0:
+            raise ValueError(f"l2_penalty must be >= 0, got {self.l2_penalty}")
+        if self.l2_penalty and not _takes_optimizer(self.strategy):
+            raise ValueError(f"strategy {self.strategy} has no optax optimiser to apply "
+                             f"l2_penalty={self.l2_penalty} to; expected l2_penalty 0 or an "
+                             "optimiser-based strategy (Open_ES, PGPE, ...)")
         if (self.antithetic or self.strategy == "Open_ES") and self.population_size % 2:
             raise ValueError(f"population_size={self.population_size} must be even for antithetic "
                              "sampling")
         return self
+
+
+def _takes_optimizer(strategy: str) -> bool:
+    return "optimizer" in inspect.signature(_algorithms()[strategy].__init__).parameters
+
+
+def l2_penalty(cfg: ESConfig) -> float:
+    """The weight decay in force: the configured one, else 1e-3 where an optimiser can apply it."""
+    if cfg.l2_penalty is not None:
+        return float(cfg.l2_penalty)
+    return 1e-3 if _takes_optimizer(cfg.strategy) else 0.0
+
+
+def learning_rate_schedule(cfg: ESConfig):
+    """lr(g): linear from lr to lr x decay_factor over the first decay_fraction of G, then constant."""
+    steps = max(1, int(cfg.lr_decay_fraction * cfg.generations))
+    return optax.linear_schedule(cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor, steps)
 
 
 def ppo_factor(generation, cfg: ESConfig):
@@ -70,17 +97,19 @@ def ppo_factor(generation, cfg: ESConfig):
 def make_strategy(cfg: ESConfig, solution):
     """Builds the evosax algorithm and its params for ``solution``'s shape."""
     cfg.validate()
-    from evosax.core.fitness_shaping import add_weight_decay, centered_rank_fitness_shaping_fn
+    from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
 
     cls = _algorithms()[cfg.strategy]
     accepted = inspect.signature(cls.__init__).parameters
-    lr = optax.piecewise_constant_schedule(
-        cfg.learning_rate, {int(cfg.lr_drop_fraction * cfg.generations): cfg.lr_drop_factor})
+    # evosax hands the optimiser its gradient estimate of the (minimised) shaped fitness; decayed
+    # weights add l2 * theta to it, which pulls theta toward 0 as openai/EPG's L2 term does.
+    optimizer = optax.chain(optax.add_decayed_weights(l2_penalty(cfg)),
+                            optax.adam(learning_rate_schedule(cfg), b1=0.0))
     kwargs = dict(
-        optimizer=optax.adam(lr, b1=0.0),
+        optimizer=optimizer,
         std_schedule=optax.constant_schedule(cfg.sigma),
         use_antithetic_sampling=cfg.antithetic,
-        fitness_shaping_fn=add_weight_decay(centered_rank_fitness_shaping_fn, cfg.l2_penalty),
+        fitness_shaping_fn=centered_rank_fitness_shaping_fn,
     )
     es = cls(cfg.population_size, solution, **{k: v for k, v in kwargs.items() if k in accepted})
     params = es.default_params
