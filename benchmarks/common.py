@@ -29,7 +29,7 @@ a baseline on the same machine before comparing with a figure from another one.
 Regenerate (CPU quick sizes; `--full` for GPU/TPU sizes):
 
     python -m benchmarks.env_throughput --quick
-    python -m benchmarks.ppo_vs_brax --quick
+    python -m benchmarks.peers --quick
 
 """
 

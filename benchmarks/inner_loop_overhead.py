@@ -10,9 +10,20 @@ env steps with the TD3 updates and the meta-gradient, ``MetaTrainer.iteration``)
 env.step of the same number of envs. Compile times are reported separately. The modes are timed in
 alternating rounds (best round kept) so that load from other jobs hits them alike.
 
+MetaGenRL agent-step cost (one agent, one jitted lax.scan of blocks each): a MetaGenRL agent-step
+(env step, critic update on B x T transitions, and per policy_delay steps a meta-gradient and a
+policy update on L_alpha) against (a) a standard TD3 agent-step (the same networks, one critic
+update on 100 single transitions, policy update every policy_delay steps) and (b) a TD3 agent-step
+on the same B x T batches; then its pieces timed in isolation (same state, each a lax.scan of
+repetitions): env step, critic update, meta-gradient, policy update on L_alpha, the L_alpha network
+(forward + backward) and its backward LSTM alone.
+
 Headlines: ``inner_loop_overhead <env>: <ratio>`` (EPG, exact context gradient),
-``inner_loop_overhead <env> context=stop: <ratio>`` and ``inner_loop_overhead metagenrl <env>: <ratio>``.
-Targets (EPG): >= 0.6 on RandomReacher and >= 0.8 on GoalAnt.
+``inner_loop_overhead <env> context=stop: <ratio>``, ``inner_loop_overhead metagenrl <env>: <ratio>``
+and ``metagenrl_agent_step <env>: <x> standard TD3, <y> TD3 on B x T``.
+Targets (EPG): >= 0.6 on RandomReacher and >= 0.8 on GoalAnt; MetaGenRL agent-step <= 3x standard TD3.
+The EPG rows go to the ``inner_loop_overhead`` section of RESULTS.md, the MetaGenRL rows to
+``inner_loop_overhead_metagenrl`` (each rewritten only when measured).
 
     python -m benchmarks.inner_loop_overhead --quick     # CPU sizes
     python -m benchmarks.inner_loop_overhead --full      # GPU/TPU sizes
@@ -39,12 +50,15 @@ FULL = {"random_reacher": dict(P=256, T=4, lifetime=8192, episode=50, eval_envs=
         "goal_ant": dict(P=64, T=4, lifetime=8192, episode=1000, eval_envs=4)}
 # MetaGenRL: QUICK follows experiments/metagenrl.py's ``cpu`` preset, FULL its ``paper`` sizes
 # (one env group).
-METAGENRL_QUICK = dict(td3=dict(hidden=(64, 64), random_steps=1_000, replay_size=20_000, batch_size=16,
-                                polyak=0.99),
-                       meta=dict(agents_per_env=4, steps_per_iteration=500, meta_batch=16,
-                                 warm_start_steps=2_000))
-METAGENRL_FULL = dict(td3=dict(), meta=dict(agents_per_env=10, steps_per_iteration=1_000, meta_batch=200,
-                                            warm_start_steps=10_000))
+def _metagenrl_sizes(preset: str) -> dict:
+    from experiments.metagenrl import PRESETS
+
+    meta = {k: v for k, v in PRESETS[preset]["meta"].items() if k != "meta_iterations"}
+    return dict(td3=PRESETS[preset]["td3"], meta=meta)
+
+
+METAGENRL_QUICK = _metagenrl_sizes("cpu")
+METAGENRL_FULL = _metagenrl_sizes("paper")
 MODES = {"exact": True, "stop": False}
 
 
@@ -117,6 +131,152 @@ def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int, agents:
                 it_s=best, compile_s=c_s, raw_c=raw_c, cfg=cfg)
 
 
+def _scan_program(fn, n: int):
+    """run(state) -> (state, acc): ``fn(state) -> (state, scalar)`` applied n times in one scan."""
+    def run(s):
+        def body(carry, _):
+            s, acc = carry
+            s, v = fn(s)
+            return (s, acc + v), None
+        return jax.lax.scan(body, (s, jnp.zeros(())), None, length=n)[0]
+    return run
+
+
+def _alternating(fs: dict, states: dict, rounds: int, per: int) -> dict:
+    """Best seconds / ``per`` of each compiled program over ``rounds`` rounds, programs alternated
+    within a round so that load from other jobs hits them alike (one warm-up call each first)."""
+    for k, f in fs.items():
+        jax.block_until_ready(f(states[k]))
+    best = {k: float("inf") for k in fs}
+    for _ in range(rounds):
+        for k, f in fs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(states[k]))
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: t / per for k, t in best.items()}
+
+
+def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dict:
+    """Seconds per env step of one MetaGenRL agent, of a standard TD3 agent (100 single transitions)
+    and of a TD3 agent on the same B x T batches, measured in this process; and the pieces of the
+    MetaGenRL agent-step, each timed alone. Returns {'costs': {...}, 'pieces': {...}, ...}."""
+    from metarl.inner.td3 import TD3Agent, TD3Config
+    from metarl.objectives.metagenrl import _BackwardLSTM
+    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer, learned_loss, meta_objective
+
+    env = envs.make(name)
+    cfg = MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **dict(sizes["meta"], agents_per_env=1)).validate()
+    td3 = cfg.td3
+    d = td3.policy_delay
+    blocks = max(1, steps // d)
+    trainer = MetaTrainer([env], cfg)
+    agent = trainer.agents[0]
+    alpha = init_alpha = trainer.init(jax.random.PRNGKey(0)).alpha
+    task = env.sample_task(jax.random.PRNGKey(1), "train")
+    s0 = agent.init(jax.random.PRNGKey(2), task)
+    std_agent = TD3Agent(env, dataclasses.replace(td3, batch_size=100, seq_len=1))
+    s_std = std_agent.init(jax.random.PRNGKey(2), task)
+
+    progs = {
+        # after the warm start (w = 0), the steady state of a run
+        "metagenrl": (lambda s: (trainer.agent_block(agent, s, alpha, jnp.zeros(()))[0], jnp.zeros(())), s0),
+        "td3_bt": (lambda s: (agent.block(s), jnp.zeros(())), s0),
+        "td3_standard": (lambda s: (std_agent.block(s), jnp.zeros(())), s_std),
+    }
+    compile_s, states, fs = {}, {}, {}
+    for k, (fn, st) in progs.items():
+        compile_s[k], fs[k] = compile_jit(_scan_program(fn, blocks), st)
+        states[k] = fs[k](st)[0]  # the first run fills the replay buffer; time the next ones
+    costs = _alternating(fs, states, rounds, blocks * d)
+
+    # pieces, on the filled MetaGenRL agent's state
+    s = states["metagenrl"]
+    J = meta_objective(trainer.module, agent, cfg.lookahead_step, with_policy_grad=True)
+    lossf = learned_loss(trainer.module, agent)
+    batch = agent.sample(s, jax.random.PRNGKey(3), cfg.meta_batch // 2)
+    a, pa = batch["action"], agent.pi(s.policy, batch["obs"])
+    z = batch["reward"]
+
+    def with_key(s):
+        key, k = jax.random.split(s.key)
+        return s.replace(key=key), k
+
+    def meta_grad(s):
+        s, k = with_key(s)
+        b = agent.sample(s, k, cfg.meta_batch)
+        (jval, _), g = jax.value_and_grad(J, has_aux=True)(alpha, s.policy, s.critic, b)
+        return s, jval + sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(g))
+
+    def lookahead_grad(s):  # first-order grad_phi L_alpha on the first half (the policy's gradient)
+        s, k = with_key(s)
+        b = agent.sample(s, k, cfg.meta_batch // 2)
+        g = jax.grad(lossf, argnums=1)(alpha, s.policy, s.critic, b)
+        return s, sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(g))
+
+    def objective_net(s):  # forward + backward of L_alpha's network w.r.t. pi(s), on B x T
+        g = jax.grad(lambda p: trainer.module.apply(alpha, a, p + s.step * 1e-9, z, z, z,
+                                                    batch["done"], batch["mask"]))(pa)
+        return s.replace(step=s.step + 1), g.sum()
+
+    lstm = _BackwardLSTM(cfg.lstm_features)
+    B, T = batch["mask"].shape
+    x = jnp.ones((T, B, cfg.lstm_features + 8))
+    carry = (jnp.zeros((B, cfg.lstm_features)), jnp.zeros((B, cfg.lstm_features)))
+    tm = lambda v: jnp.swapaxes(v, 0, 1)
+    lp = lstm.init(jax.random.PRNGKey(5), carry, (x, tm(batch["done"]), tm(batch["mask"])))
+
+    def lstm_only(s):  # forward + backward of the backward LSTM alone, on B x T
+        g = jax.grad(lambda x: lstm.apply(lp, carry, (x, tm(batch["done"]), tm(batch["mask"])))[1].sum())(
+            x + s.step * 1e-9)
+        return s.replace(step=s.step + 1), g.sum()
+
+    pieces_fns = {
+        "env step": (lambda s: (agent.env_step(s), jnp.zeros(())), 1.0),
+        f"critic update ({td3.batch_size} x {T})": (lambda s: agent.critic_update(s), 1.0),
+        f"meta-gradient ({cfg.meta_batch} x {T}, second order; gives the policy's gradient too)": (
+            meta_grad, 1.0 / d),
+        f"  its lookahead: first-order grad_phi L_alpha ({B} x {T})": (lookahead_grad, 1.0 / d),
+        f"  its L_alpha network fwd+bwd ({B} x {T})": (objective_net, 1.0 / d),
+        f"  its backward LSTM fwd+bwd ({B} x {T})": (lstm_only, 1.0 / d),
+        "policy step (Adam on the reused gradient, Polyak)": (
+            lambda s: (agent.apply_policy_grad(s, s.policy), jnp.zeros(())), 1.0 / d),
+    }
+    n = max(4, blocks // 2)
+    pf = {k: compile_jit(_scan_program(fn, n), s)[1] for k, (fn, _) in pieces_fns.items()}
+    per_call = _alternating(pf, {k: s for k in pf}, rounds, n)
+    pieces = {k: (per_call[k], per) for k, (_, per) in pieces_fns.items()}
+    del init_alpha
+    return dict(env=name, cfg=cfg, costs=costs, compile_s=compile_s, pieces=pieces, B=B, T=T)
+
+
+def metagenrl_agent_step_body(r: dict, rounds: int) -> tuple[str, str]:
+    c, cfg = r["costs"], r["cfg"]
+    ms = lambda x: f"{1e3 * x:.2f}"
+    rows = [["MetaGenRL agent-step", ms(c["metagenrl"]), "1.00", f"{r['compile_s']['metagenrl']:.1f}"],
+            [f"TD3 agent-step, same {cfg.td3.batch_size} x {r['T']} batches", ms(c["td3_bt"]),
+             f"{c['metagenrl'] / c['td3_bt']:.2f}", f"{r['compile_s']['td3_bt']:.1f}"],
+            ["standard TD3 agent-step, 100 single transitions", ms(c["td3_standard"]),
+             f"{c['metagenrl'] / c['td3_standard']:.2f}", f"{r['compile_s']['td3_standard']:.1f}"]]
+    total = c["metagenrl"]
+    prow = [[k, ms(t), f"{per:.2f}", ms(t * per), f"{100 * t * per / total:.0f} %"]
+            for k, (t, per) in r["pieces"].items()]
+    head = (f"metagenrl_agent_step {r['env']}: {c['metagenrl'] / c['td3_standard']:.2f}x standard TD3, "
+            f"{c['metagenrl'] / c['td3_bt']:.2f}x TD3 on B x T")
+    td3 = {k: v for k, v in dataclasses.asdict(cfg.td3).items() if k in
+           ("hidden", "batch_size", "seq_len", "policy_delay", "replay_size")}
+    body = (
+        f"\nMetaGenRL agent-step cost ({r['env']}, one agent, td3 {td3}, meta_batch {cfg.meta_batch}; "
+        f"each program one jitted lax.scan of env steps after a first run that fills the replay "
+        f"buffer; best of {rounds}). Goal: MetaGenRL <= 3x a standard TD3 agent-step.\n\n"
+        + markdown_table(["program", "ms / env step", "MetaGenRL / this", "compile (s)"], rows)
+        + "\n\nPieces of the MetaGenRL agent-step, each timed alone on the same state (a lax.scan of "
+        "repetitions): ms per call, calls per env step, ms per env step, share of the whole agent-step "
+        "(indented pieces are parts of the meta-gradient's forward pass; "
+        "the MetaGenRL program runs after the warm start, w = 0).\n\n"
+        + markdown_table(["piece", "ms / call", "calls / env step", "ms / env step", "share"], prow) + "\n")
+    return body, head
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -126,8 +286,10 @@ def main():
                     help="EPG learned-loss context gradient mode(s) to time (both: side by side)")
     ap.add_argument("--generations", type=int, default=3, help="EPG generations per timing round")
     ap.add_argument("--rounds", type=int, default=2, help="timing rounds per mode (best kept)")
-    ap.add_argument("--metagenrl-env", default="random_reacher",
-                    help="env of the MetaGenRL population step ('' to skip it)")
+    ap.add_argument("--metagenrl-env", default="halfcheetah",
+                    help="env of the MetaGenRL population step and agent-step ('' to skip them)")
+    ap.add_argument("--agent-step-steps", type=int, default=200,
+                    help="env steps per timed MetaGenRL/TD3 agent-step program")
     ap.add_argument("--metagenrl-iterations", type=int, default=1, help="meta-iterations per round")
     ap.add_argument("--metagenrl-agents", default="",
                     help="comma-separated agent counts to measure (default: the preset's own)")
@@ -156,18 +318,20 @@ def main():
                          f"{ratio:.2f}", f"{best[m]:.2f}", f"{c_s:.1f}", f"{raw_c:.1f}"])
             heads.append(f"inner_loop_overhead {name}{'' if m == 'exact' else ' context=' + m}: {ratio:.2f}")
             print(rows[-1], flush=True)
-    table = markdown_table(["env", "backend", "context gradient", "agents (P x T)", "lifetime",
-                            "raw env steps/s", "EPG env-steps/s", "EPG / raw", "generation (s)",
-                            "generation compile (s)", "raw compile (s)"], rows)
-    body = section_preamble("Inner-loop overhead: EPG and MetaGenRL (`inner_loop_overhead.py`)") + (
-        f"- mode: {'full' if args.full else 'quick'}; EPG steps count lifetime and evaluation steps; "
-        "raw = the same number of envs stepping with random actions in one lax.scan. Timing: best of "
-        f"{args.rounds} rounds of {args.generations} generations per mode, modes alternated; raw: best of "
-        "6 runs (3 before, 3 after).\n"
-        "- context gradient: `exact` = the paper's loss (policy forward/backward on all N = 512 buffer "
-        "rows every minibatch step); `stop` = `--no-context-gradient` (context once per update, "
-        "held constant; policy forward/backward on the B = 32 minibatch rows).\n"
-        "- targets: EPG / raw >= 0.6 on random_reacher, >= 0.8 on goal_ant.\n\n" + table + "\n")
+    if rows:
+        table = markdown_table(["env", "backend", "context gradient", "agents (P x T)", "lifetime",
+                                "raw env steps/s", "EPG env-steps/s", "EPG / raw", "generation (s)",
+                                "generation compile (s)", "raw compile (s)"], rows)
+        body = section_preamble("Inner-loop overhead: EPG (`inner_loop_overhead.py`)") + (
+            f"- mode: {'full' if args.full else 'quick'}; EPG steps count lifetime and evaluation steps; "
+            "raw = the same number of envs stepping with random actions in one lax.scan. Timing: best of "
+            f"{args.rounds} rounds of {args.generations} generations per mode, modes alternated; raw: best of "
+            "6 runs (3 before, 3 after).\n"
+            "- context gradient: `exact` = the paper's loss (policy forward/backward on all N = 512 buffer "
+            "rows every minibatch step); `stop` = `--no-context-gradient` (context once per update, "
+            "held constant; policy forward/backward on the B = 32 minibatch rows).\n"
+            "- targets: EPG / raw >= 0.6 on random_reacher, >= 0.8 on goal_ant.\n\n" + table + "\n")
+        write_section("inner_loop_overhead", body)
     if args.metagenrl_env:
         sizes_m = METAGENRL_FULL if args.full else METAGENRL_QUICK
         counts = [int(a) for a in args.metagenrl_agents.split(",") if a] or [None]
@@ -182,8 +346,10 @@ def main():
         cfg = mg["cfg"]
         td3 = {k: v for k, v in dataclasses.asdict(cfg.td3).items() if k in
                ("hidden", "replay_size", "batch_size", "seq_len", "policy_delay")}
-        body += (
-            "\nMetaGenRL population step (`MetaTrainer.iteration`, one jitted meta-iteration: per agent "
+        body = section_preamble("Inner-loop overhead: MetaGenRL (`inner_loop_overhead.py`)") + (
+            f"- mode: {'full' if args.full else 'quick'} (sizes of experiments/metagenrl.py's "
+            f"`{'paper' if args.full else 'cpu'}` preset, one env group)\n\n"
+            "MetaGenRL population step (`MetaTrainer.iteration`, one jitted meta-iteration: per agent "
             "K env steps with a critic update each, and every policy_delay steps a meta-gradient and a "
             "policy update; then the objective's Adam step). Settings: "
             f"td3 {td3}, agents {', '.join(str(r[2]) for r in mrows)}, K = {cfg.steps_per_iteration}, meta_batch "
@@ -192,7 +358,11 @@ def main():
             + markdown_table(["env", "backend", "agents", "K (steps / iteration)", "raw env steps/s",
                               "MetaGenRL env-steps/s", "MetaGenRL / raw", "iteration (s)",
                               "iteration compile (s)", "raw compile (s)"], mrows) + "\n")
-    write_section("inner_loop_overhead", body)
+        r = metagenrl_agent_step(args.metagenrl_env, sizes_m, args.agent_step_steps, args.rounds)
+        text, head = metagenrl_agent_step_body(r, args.rounds)
+        print(text, flush=True)
+        heads.append(head)
+        write_section("inner_loop_overhead_metagenrl", body + text)
     for h in heads:
         print(h)
 

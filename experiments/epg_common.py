@@ -70,6 +70,9 @@ def parse(name: str, env_name: str, argv=None):
     ap.add_argument("--objective", default=None, metavar="{" + ",".join(OBJECTIVES) + "}",
                     help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
                          "with L_phi's output layer starting at zero (ES starts from PPO)")
+    ap.add_argument("--l2-penalty", type=float, default=None,
+                    help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
+                         "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
     ap.add_argument("--no-antithetic", action="store_true")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
@@ -98,7 +101,8 @@ def build_config(args, presets: dict, env_name: str):
         life = dataclasses.replace(life, objective=args.objective)
     es = cfg.es
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
-                                       strategy=args.strategy).items() if v is not None}
+                                       strategy=args.strategy, l2_penalty=args.l2_penalty).items()
+                 if v is not None}
     if args.no_antithetic:
         overrides["antithetic"] = False
     es = dataclasses.replace(es, **overrides)

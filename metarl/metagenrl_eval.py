@@ -1,6 +1,15 @@
 """Meta-test of MetaGenRL objectives: fresh TD3-harness agents trained only by a frozen L_alpha
 (no objective updates, no DDPG warm start) on seen and unseen environments, against a random-init
-objective, TD3/DDPG (critic-only), off-policy REINFORCE with GAE and PPO at equal env steps.
+objective, TD3/DDPG (critic-only), off-policy REINFORCE with GAE and PPO at equal env steps, and two
+do-nothing floors: ``no_update`` (the same fresh agents' initial policies, never updated) and
+``zero_action`` (a policy that always outputs 0).
+
+Evaluation is the policy as deployed: the TD3-harness policies are deterministic (pi_phi(s), no
+exploration noise); PPO's is its Gaussian, sampled unless ``PPOConfig.deterministic_eval``. Every
+figure is the mean return of the first episode of ``eval_envs`` envs per agent (full horizon unless
+the body terminates). On locomotion bodies each one also has a forward return: the forward-velocity
+part of brax's reward alone (``reward_forward`` / ``reward_run``), so that an objective that only
+teaches standing still (brax's hopper pays +1 per step for staying up) cannot pass for locomotion.
 
 ``meta_test(...)`` returns {env: {method: {...}}}; ``write_outputs`` writes curves.csv,
 meta_test.json and curves.png (matplotlib, Agg backend) into a run directory.
@@ -11,34 +20,93 @@ import csv
 import dataclasses
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metarl import envs as envs_lib
 from metarl.baselines import ppo as ppo_lib
 from metarl.baselines import td3 as td3_lib
 from metarl.baselines.reinforce import reinforce_loss
-from metarl.inner.td3 import TD3Config
+from metarl.envs.core import TaskFamily, repeat_task
+from metarl.envs.families import Plain
+from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.objectives.metagenrl import MetaGenRLObjective
 from metarl.outer.metagrad import learned_loss
 from metarl.runs import write_json_atomic
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
+FLOORS = ("no_update", "zero_action")  # do-nothing baselines, reported for every env
+TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
+# plain brax bodies that walk or run, and the metric holding their forward-velocity reward
+LOCOMOTION = ("hopper", "halfcheetah", "ant", "walker2d", "humanoid", "swimmer")
+_FORWARD_KEYS = ("reward_forward", "reward_run", "x_velocity")
+
+
+def forward_metric(env: TaskFamily) -> str | None:
+    """The brax ``metrics`` key of the forward-progress reward of a plain locomotion body, or None
+    (non-locomotion bodies, task families whose reward is not brax's)."""
+    if not isinstance(env, Plain) or env.base_env_name not in LOCOMOTION:
+        return None
+    keys = jax.eval_shape(env.base.reset, jax.random.PRNGKey(0)).metrics
+    return next((k for k in _FORWARD_KEYS if k in keys), None)
+
+
+def first_episode_returns(env: TaskFamily, act: Callable, task, key, num_envs: int,
+                          forward: str | None = None) -> dict:
+    """{'return': (), 'forward_return': () if ``forward``}: means over ``num_envs`` envs of the first
+    episode's return and of its forward part, the brax metric ``forward`` summed over the episode.
+
+    act(obs (num_envs, obs_dim), key) -> actions. The same starts and trajectory as
+    ``evaluate_policy.episode_return`` (same reset keys), stepped without auto-reset, so the step that
+    ends an episode keeps its metrics (an auto-reset replaces them with the next episode's)."""
+    k_reset, k_act = jax.random.split(key)
+    tasks = repeat_task(task, num_envs)
+    state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs), tasks)
+
+    def base_step(bs, action, task):
+        with env.physics(task):
+            nb = env.base.step(bs, action)
+        return nb, env.task_reward(bs, nb, task), env._observe(nb, task)
+
+    def body(carry, k):
+        bs, obs, alive, ret, fwd = carry
+        nb, r, obs = jax.vmap(base_step)(bs, act(obs, k), tasks)
+        ret = ret + alive * r
+        if forward is not None:
+            fwd = fwd + alive * nb.metrics[forward]
+        alive = alive * (1.0 - nb.done)
+        return (nb, obs, alive, ret, fwd), None
+
+    z = jnp.zeros(num_envs)
+    init = (state.brax_state, state.obs, jnp.ones(num_envs), z, z)
+    (_, _, _, ret, fwd), _ = jax.lax.scan(body, init, jax.random.split(k_act, env.episode_length))
+    out = {"return": ret.mean()}
+    if forward is not None:
+        out["forward_return"] = fwd.mean()
+    return out
+
+
+def _prefix(d: dict) -> dict:
+    return {f"eval_{k}": v for k, v in d.items()}
 
 
 def _summ(metrics: dict) -> dict:
-    curve = np.asarray(metrics["episode_return"], dtype=np.float64)  # (seeds, chunks)
+    """Per-method summary: eval_return(s), forward_return(s) on locomotion bodies, the curve."""
     evals = np.asarray(metrics["eval_return"], dtype=np.float64)     # (seeds,)
-    with np.errstate(all="ignore"):
-        mean_curve = np.nanmean(curve, axis=0)
-    return {"env_steps": np.asarray(metrics["env_steps"])[0].tolist(),
-            "curve": [None if np.isnan(x) else float(x) for x in mean_curve],
-            "eval_returns": evals.tolist(), "eval_return": float(evals.mean())}
-
-
-TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
+    out = {"eval_returns": evals.tolist(), "eval_return": float(evals.mean())}
+    if "eval_forward_return" in metrics:
+        fwd = np.asarray(metrics["eval_forward_return"], dtype=np.float64)
+        out.update(forward_returns=fwd.tolist(), forward_return=float(fwd.mean()))
+    if "episode_return" in metrics:
+        curve = np.asarray(metrics["episode_return"], dtype=np.float64)  # (seeds, chunks)
+        with np.errstate(all="ignore"):
+            mean_curve = np.nanmean(curve, axis=0)
+        out.update(env_steps=np.asarray(metrics["env_steps"])[0].tolist(),
+                   curve=[None if np.isnan(x) else float(x) for x in mean_curve])
+    return out
 
 
 def combined_loss(module: MetaGenRLObjective, sigma: float):
@@ -60,29 +128,72 @@ def combined_loss(module: MetaGenRLObjective, sigma: float):
     return factory
 
 
+def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forward: str | None):
+    """train(key, task) -> metrics: PPO, then its deployed policy's first-episode returns."""
+    from brax.training.acme import running_statistics
+
+    from metarl.networks import GaussianPolicy
+
+    policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
+    # PPO's own evaluation is replaced by the one below (same protocol, with the forward part)
+    train = ppo_lib.make_train(env, dataclasses.replace(cfg, eval_envs=1))
+
+    def run(key, task):
+        state, m = train(key, task)
+
+        def act(obs, k):
+            o = running_statistics.normalize(obs, state.obs_stats) if cfg.normalize_observations else obs
+            mean, log_std = policy.apply(state.params["policy"], o)
+            return mean if cfg.deterministic_eval else mean + jnp.exp(log_std) * jax.random.normal(k, mean.shape)
+
+        ev = first_episode_returns(env, act, task, jax.random.fold_in(key, 11), eval_envs, forward)
+        return {"episode_return": m["episode_return"], "env_steps": m["env_steps"], **_prefix(ev)}
+
+    return run
+
+
 def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: MetaGenRLObjective,
               td3_config: TD3Config, total_steps: int, num_chunks: int, num_seeds: int, seed: int,
               ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
-              split: str = "test", log=print) -> dict:
+              split: str = "test", eval_envs: int = 8, log=print) -> dict:
     """Trains ``num_seeds`` fresh agents per (env, method) on tasks of ``split``; every method sees
-    the same seeds and tasks. Returns {env: {method: summary}} (eval_return: deterministic policy
-    after ``total_steps`` env steps, curve: training-episode returns per chunk)."""
-    import jax.numpy as jnp
-
+    the same seeds and tasks. Returns {env: {method: summary}} for the methods and the FLOORS
+    (eval_return(s): the deployed policy after ``total_steps`` env steps; forward_return(s) on
+    locomotion bodies; curve: training-episode returns per chunk, for the methods)."""
     weights = {"learned": (1.0, 0.0, 0.0), "initial_loss": (1.0, 0.0, 0.0), "td3": (0.0, 1.0, 0.0),
                "reinforce": (0.0, 0.0, 1.0)}
     alphas = {"initial_loss": initial_alpha}
     out = {}
     for name in env_names:
         env = envs_lib.make(name)
+        fwd = forward_metric(env)
         keys = jax.random.split(jax.random.PRNGKey(seed + 1000), num_seeds)
         tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), split))(keys)
         res = {}
+
+        def evaluate(agent, s, task, key):
+            act = lambda o, k: agent.pi(s.policy, o)
+            return _prefix(first_episode_returns(env, act, task, key, eval_envs, fwd))
+
+        def floors(key, task):
+            """no_update: the harness's fresh agents (same init and eval keys), never updated."""
+            agent = TD3Agent(env, td3_config)
+            k_init, k_eval = jax.random.split(key)
+            s0 = agent.init(k_init, task)
+            zero = lambda o, k: jnp.zeros((o.shape[0], env.action_size))
+            return {"no_update": evaluate(agent, s0, task, k_eval),
+                    "zero_action": _prefix(first_episode_returns(env, zero, task, k_eval, eval_envs, fwd))}
+
+        t0 = time.time()
+        fl = jax.jit(jax.vmap(floors))(keys, tasks)
+        for f in FLOORS:
+            res[f] = _summ(fl[f])
+        log(f"meta-test {name}: do-nothing floors [{time.time() - t0:.0f}s]")
         harness = [m for m in methods if m in TD3_HARNESS]
         if harness:
             t0 = time.time()
             train = td3_lib.make_train(env, td3_config, total_steps, num_chunks,
-                                       combined_loss(module, td3_config.expl_noise))
+                                       combined_loss(module, td3_config.expl_noise), evaluate=evaluate)
             M = len(harness)
             params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),
                       "alpha": jax.tree_util.tree_map(
@@ -96,25 +207,58 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: Me
         if "ppo" in methods:
             t0 = time.time()
             cfg = dataclasses.replace(ppo_config or ppo_lib.PPOConfig(), total_steps=total_steps)
-            _, metrics = jax.jit(jax.vmap(ppo_lib.make_train(env, cfg)))(keys, tasks)
+            metrics = jax.jit(jax.vmap(_ppo_program(env, cfg, eval_envs, fwd)))(keys, tasks)
             res["ppo"] = _summ(metrics)
             log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
-        for m in methods:
-            log(f"meta-test {name} {m:>12s}: eval return {res[m]['eval_return']:.2f} "
+        for m in [*methods, *FLOORS]:
+            fwd_txt = (f", forward {res[m]['forward_return']:.2f}" if "forward_return" in res[m] else "")
+            log(f"meta-test {name} {m:>12s}: eval return {res[m]['eval_return']:.2f}{fwd_txt} "
                 f"(seeds {np.round(res[m]['eval_returns'], 2).tolist()})")
         out[name] = res
     return out
 
 
+def per_env_summary(results: dict) -> dict:
+    """{env: {'<method>_return': ..., '<method>_forward_return': ... (locomotion)}} for summary.json."""
+    per = {}
+    for env, res in results.items():
+        d = {}
+        for m, r in res.items():
+            d[f"{m}_return"] = r["eval_return"]
+            if "forward_return" in r:
+                d[f"{m}_forward_return"] = r["forward_return"]
+        per[env] = d
+    return per
+
+
+def results_table(results: dict, seen: Sequence[str] = ()) -> str:
+    """The printout: one line per (env, method), return and forward return, seen/unseen marked."""
+    lines = []
+    for env, res in results.items():
+        lines.append(f"meta-test {env} ({'seen in meta-training' if env in seen else 'unseen'}):")
+        for m, r in res.items():
+            fwd = f"  forward {r['forward_return']:9.2f}" if "forward_return" in r else ""
+            lines.append(f"  {m:>12s}  return {r['eval_return']:9.2f}{fwd}")
+    return "\n".join(lines)
+
+
 def write_outputs(run_dir: Path, results: dict, seen: Sequence[str] = ()) -> None:
+    """curves.csv (kind 'train': training-episode returns per chunk; 'eval' / 'eval_forward': the
+    final evaluation, at env_steps = the budget, 0 for the do-nothing floors), meta_test.json,
+    curves.png (curves, floors as horizontal lines)."""
     run_dir = Path(run_dir)
     with open(run_dir / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["env", "seen_env", "method", "env_steps", "episode_return"])
+        w.writerow(["env", "seen_env", "method", "kind", "env_steps", "episode_return"])
         for env, res in results.items():
+            budget = max((r["env_steps"][-1] for r in res.values() if r.get("env_steps")), default=0)
             for m, r in res.items():
-                for s, v in zip(r["env_steps"], r["curve"]):
-                    w.writerow([env, env in seen, m, s, "" if v is None else v])
+                for s, v in zip(r.get("env_steps", []), r.get("curve", [])):
+                    w.writerow([env, env in seen, m, "train", s, "" if v is None else v])
+                at = 0 if m in FLOORS else budget
+                w.writerow([env, env in seen, m, "eval", at, r["eval_return"]])
+                if "forward_return" in r:
+                    w.writerow([env, env in seen, m, "eval_forward", at, r["forward_return"]])
     write_json_atomic(run_dir / "meta_test.json", results)
     import matplotlib
 
@@ -124,8 +268,13 @@ def write_outputs(run_dir: Path, results: dict, seen: Sequence[str] = ()) -> Non
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for ax, (env, res) in zip(axes[0], results.items()):
         for m, r in res.items():
-            y = np.array([np.nan if v is None else v for v in r["curve"]])
-            ax.plot(r["env_steps"], y, label=f"{m} (eval {r['eval_return']:.1f})")
+            fwd = f", fwd {r['forward_return']:.1f}" if "forward_return" in r else ""
+            if "curve" in r:
+                y = np.array([np.nan if v is None else v for v in r["curve"]])
+                ax.plot(r["env_steps"], y, label=f"{m} (eval {r['eval_return']:.1f}{fwd})")
+            else:
+                ax.axhline(r["eval_return"], ls="--", lw=1, color="grey" if m == "zero_action" else "k",
+                           label=f"{m} (eval {r['eval_return']:.1f}{fwd})")
         ax.set_title(f"{env} ({'seen' if env in seen else 'unseen'})")
         ax.set_xlabel("env steps")
         ax.set_ylabel("training episode return")

@@ -61,26 +61,30 @@ class ValueNet(nn.Module):
 
 
 class DeterministicPolicy(nn.Module):
-    """a = tanh(MLP(s)) with layer norm (TD3 / MetaGenRL actor), shape (..., act_dim)."""
+    """a = tanh(MLP(s)), relu, layer norm on hidden layers as MetaGenRL's actor (``layer_norm=False``:
+    standard TD3's), shape (..., act_dim)."""
 
     action_size: int
     hidden: Sequence[int] = (350, 350)
+    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, obs):
-        return nn.tanh(MLP((*self.hidden, self.action_size), "relu", layer_norm=True)(obs))
+        return nn.tanh(MLP((*self.hidden, self.action_size), "relu", layer_norm=self.layer_norm)(obs))
 
 
 class TwinCritic(nn.Module):
-    """(Q1(s, a), Q2(s, a)), each a relu MLP with layer norm; shapes (...,) each."""
+    """(Q1(s, a), Q2(s, a)), each a relu MLP with layer norm as MetaGenRL's (``layer_norm=False``:
+    standard TD3's); shapes (...,) each."""
 
     hidden: Sequence[int] = (350, 350)
+    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, obs, action):
         x = jnp.concatenate([obs, action], axis=-1)
-        q1 = MLP((*self.hidden, 1), "relu", layer_norm=True)(x)[..., 0]
-        q2 = MLP((*self.hidden, 1), "relu", layer_norm=True)(x)[..., 0]
+        q1 = MLP((*self.hidden, 1), "relu", layer_norm=self.layer_norm)(x)[..., 0]
+        q2 = MLP((*self.hidden, 1), "relu", layer_norm=self.layer_norm)(x)[..., 0]
         return q1, q2
 
 

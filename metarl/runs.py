@@ -58,15 +58,22 @@ def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool
     return p
 
 
-def stored_argv(run_dir: str | None) -> tuple[Path, list[str]]:
-    """For ``--resume``: (run dir, the argv the run was started with, from its config.json)."""
+def stored_argv(run_dir: str | None, experiment: str | None = None) -> tuple[Path, list[str]]:
+    """For ``--resume``: (run dir, the argv the run was started with, from its config.json).
+
+    ``experiment``: when given, a run dir of another experiment is refused by name (its stored
+    flags are not this experiment's, and the refusal must not name flags this one lacks)."""
     if run_dir is None:
         raise ConfigError("--resume needs --run-dir of the run to continue")
     p = check_run_dir(run_dir, resume=True)
     saved = p / "config.json"
     if not saved.is_file():
         raise ConfigError(f"--resume: no run to continue in {str(p)!r} (config.json missing)")
-    return p, json.loads(saved.read_text())["argv"]
+    config = json.loads(saved.read_text())
+    if experiment is not None and config.get("experiment") != experiment:
+        raise ConfigError(f"--resume: {str(p)!r} holds a {config.get('experiment', 'unknown')!r} run, "
+                          f"not a {experiment!r} run")
+    return p, config["argv"]
 
 
 # Flags of one launch, not of the run: never stored in config.json, taken from the current command
@@ -90,9 +97,10 @@ def run_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def resume_args(args, parse):
-    """For ``--resume``: (run dir, the run's stored arguments with this launch's flags)."""
-    run_dir, stored = stored_argv(args.run_dir)
+def resume_args(args, parse, experiment: str | None = None):
+    """For ``--resume``: (run dir, the run's stored arguments with this launch's flags);
+    ``experiment`` as in ``stored_argv``."""
+    run_dir, stored = stored_argv(args.run_dir, experiment)
     resumed = parse(run_argv(stored))  # the run continues with its own configuration
     resumed.resume = True
     for k in ("coordinator", "num_processes", "process_id"):

@@ -295,3 +295,26 @@ def test_residual_objective_starts_as_ppo_exactly():
     chex.assert_trees_all_close(res["curve"], ppo["curve"], atol=1e-5)
     with pytest.raises(ValueError, match="unknown objective 'mixed'"):
         LifetimeConfig(objective="mixed").validate()
+
+
+def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
+    """The whole EPG path at a test size (ES generations, best-loss meta-test on left-half goals,
+    sampled actions): the evolved residual loss must beat both do-nothing references by a wide
+    margin. A learner that never updates, or that only learns to keep still, fails this."""
+    from metarl.evaluate import epg_meta_test
+
+    env = envs.make("goal_point")
+    life = LifetimeConfig(lifetime_steps=4096, eval_envs=2, gamma=0.9, init_log_std=-1.0,
+                          max_grad_norm=0.5, objective="residual")
+    epg = EPG(env, EPGConfig(life, ESConfig(population_size=4, generations=2), tasks_per_member=1))
+    es, params, state, generation = epg.make_es(jax.random.PRNGKey(0))
+    phi0 = es.get_mean(state)
+    gen = jax.jit(generation)
+    for g in range(2):
+        state, _ = gen(state, jax.random.PRNGKey(g))
+    res = epg_meta_test(epg, es.get_mean(state), phi0, jax.random.PRNGKey(7), 4)
+    assert res["methods"] == ["learned", "ppo", "no_update", "zero_action", "initial_loss", "oracle"]
+    learned = res["learned_return"]
+    assert learned > res["zero_action_return"] + 10.0, res
+    assert learned > res["no_update_return"] + 10.0, res
+    assert res["oracle_return"] > learned  # the oracle bounds what is possible

@@ -52,6 +52,38 @@ def test_existing_run_and_missing_resume_are_refused(tmp_path, capsys):
     assert code == 2 and "does not exist" in err and not (tmp_path / "nothing").exists()
 
 
+def test_run_dir_refusals_name_only_flags_metagenrl_has(tmp_path, capsys):
+    """Every run-dir refusal (and an unknown flag) is one 'error:' line, exit 2, writes nothing, and
+    every --flag it names is one of this CLI's: a foreign run's stored flags never leak into it."""
+    import re
+
+    from experiments.metagenrl import parser
+
+    flags = {o for a in parser()._actions for o in a.option_strings}
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "summary.json").write_text("{}")
+    epg = tmp_path / "epg"
+    epg.mkdir()
+    (epg / "config.json").write_text(json.dumps(
+        {"experiment": "epg_reacher", "argv": ["--preset", "smoke", "--generations", "3", "--eval-every", "1"]}))
+    cases = [(["--run-dir", str(tmp_path / "file")], "is a file"),
+             (["--run-dir", str(tmp_path / "full")], "already holds a run"),
+             (["--resume"], "needs --run-dir"),
+             (["--resume", "--run-dir", str(tmp_path / "none")], "does not exist"),
+             (["--resume", "--run-dir", str(tmp_path / "full")], "config.json missing"),
+             (["--resume", "--run-dir", str(epg)], "holds a 'epg_reacher' run, not a 'metagenrl' run"),
+             (["--generations", "3", "--run-dir", str(tmp_path / "new")], "unrecognized arguments")]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for argv, message in cases:
+        code, err = _main_exit(["--preset", "smoke", *argv], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+        named = set(re.findall(r"--[a-z][a-z-]+", lines[0].split("unrecognized arguments")[0]))
+        assert named <= flags, (named - flags, lines[0])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
 def test_agents_not_divisible_by_devices_is_refused(tmp_path):
     r = _cli(["--preset", "smoke", "--agents-per-env", "3", "--run-dir", str(tmp_path / "r")],
              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})

@@ -1,6 +1,9 @@
 """TD3/DDPG lifetime (critic-only policy gradient -Q1(s, pi(s))) and the same lifetime with any
 pluggable policy loss, e.g. a frozen learned objective L_alpha or off-policy REINFORCE.
 
+Standard TD3 in the agent's updates: the policy's gradient is clipped, the critics' is not. The
+deployed (evaluated) policy is the deterministic actor pi_phi(s), without exploration noise.
+
 ``train = make_train(env, td3_config, total_steps, num_chunks, policy_loss)``;
 ``train(key, task, loss_params) -> (TD3State, metrics)`` is pure and vmaps over seeds and tasks.
 """
@@ -16,10 +19,12 @@ from metarl.inner.td3 import TD3Agent, TD3Config, mean_completed_return
 
 
 def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks: int = 10,
-               policy_loss: Callable | None = None, eval_envs: int = 8):
+               policy_loss: Callable | None = None, eval_envs: int = 8, evaluate: Callable | None = None):
     """policy_loss(agent) -> loss(loss_params, policy_params, critic_params, batch), or None for
     DDPG/TD3. metrics: 'episode_return' (num_chunks,) mean return of training episodes completed in
-    each chunk (NaN if none), 'env_steps' (num_chunks,), 'eval_return' () deterministic policy."""
+    each chunk (NaN if none), 'env_steps' (num_chunks,), and the final evaluation:
+    ``evaluate(agent, state, task, key) -> dict`` of () metrics, by default {'eval_return': mean
+    first-episode return of the deterministic policy on ``eval_envs`` envs}."""
     agent = TD3Agent(env, config)
     blocks = max(1, total_steps // (config.policy_delay * num_chunks))
     loss = None if policy_loss is None else policy_loss(agent)
@@ -36,8 +41,11 @@ def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks:
 
         s, curve = jax.lax.scan(chunk, s, None, length=num_chunks)
         metrics = {"episode_return": curve,
-                   "env_steps": (jnp.arange(num_chunks) + 1) * blocks * config.policy_delay,
-                   "eval_return": agent.eval_return(s, task, k_eval, eval_envs)}
+                   "env_steps": (jnp.arange(num_chunks) + 1) * blocks * config.policy_delay}
+        if evaluate is None:
+            metrics["eval_return"] = agent.eval_return(s, task, k_eval, eval_envs)
+        else:
+            metrics.update(evaluate(agent, s, task, k_eval))
         return s, metrics
 
     return train

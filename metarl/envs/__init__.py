@@ -29,6 +29,8 @@ _REGISTRY = {
     "hopper": (lambda b, e: Plain("hopper", b, e), "spring", 1000),
     "halfcheetah": (lambda b, e: Plain("halfcheetah", b, e), "spring", 1000),
     "reacher": (lambda b, e: Plain("reacher", b, e), "spring", 50),
+    "walker2d": (lambda b, e: Plain("walker2d", b, e), "spring", 1000),
+    "inverted_double_pendulum": (lambda b, e: Plain("inverted_double_pendulum", b, e), "spring", 1000),
 }
 ENV_NAMES = tuple(_REGISTRY)
 

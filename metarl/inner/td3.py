@@ -4,7 +4,8 @@ One agent's state is a ``TD3State`` pytree (params, targets, optimiser states, r
 environment state, step count, key); every method is pure, so populations are ``jax.vmap`` of it.
 Critics: twin Q with target networks (Polyak), target smoothing noise; policy: deterministic tanh,
 updated every ``policy_delay`` env steps with ``policy_loss(policy_params, state, batch, step)``
-(default: DDPG's -Q1(s, pi(s))). Exploration: Gaussian noise, uniform random actions for the first
+(default: DDPG's -Q1(s, pi(s))), its gradient clipped to global norm ``max_grad_norm``; the critics'
+gradient is not clipped. Exploration: Gaussian noise, uniform random actions for the first
 ``random_steps`` steps. Batches are B sub-trajectories of T steps with a validity mask (replay.py).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ class TD3Config:
     polyak: float = 0.995          # target <- polyak * target + (1 - polyak) * online
     policy_lr: float = 1e-3
     critic_lr: float = 1e-3
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0     # global-norm clip of the policy's gradient (the critic's is not clipped)
     target_noise: float = 0.2
     noise_clip: float = 0.5
     expl_noise: float = 0.1
@@ -75,9 +76,10 @@ class TD3Agent:
         self.obs_dim = env.observation_size
         self.policy_net = DeterministicPolicy(self.act_dim, tuple(self.cfg.hidden))
         self.critic_net = TwinCritic(tuple(self.cfg.hidden))
-        clip = optax.clip_by_global_norm(self.cfg.max_grad_norm)
-        self.policy_tx = optax.chain(clip, optax.adam(self.cfg.policy_lr))
-        self.critic_tx = optax.chain(clip, optax.adam(self.cfg.critic_lr))
+        # only the policy's gradient is clipped, as in standard TD3 and in MetaGenRL's original
+        self.policy_tx = optax.chain(optax.clip_by_global_norm(self.cfg.max_grad_norm),
+                                     optax.adam(self.cfg.policy_lr))
+        self.critic_tx = optax.adam(self.cfg.critic_lr)
 
     # ---- construction ----------------------------------------------------------------------
     def init(self, key: jax.Array, task) -> TD3State:
@@ -158,13 +160,17 @@ class TD3Agent:
         key, k_b = jax.random.split(s.key)
         batch = self.sample(s, k_b) if batch is None else batch
         loss, g = jax.value_and_grad(loss_fn)(s.policy, s.critic, batch)
+        return self.apply_policy_grad(s.replace(key=key), g), loss
+
+    def apply_policy_grad(self, s: TD3State, g) -> TD3State:
+        """The policy's optimiser step on gradient ``g`` (clipped), then Polyak averaging of both targets."""
         upd, opt = self.policy_tx.update(g, s.policy_opt, s.policy)
         pol = optax.apply_updates(s.policy, upd)
         tau = self.cfg.polyak
         avg = lambda t, o: tau * t + (1.0 - tau) * o
-        return s.replace(policy=pol, policy_opt=opt, key=key,
+        return s.replace(policy=pol, policy_opt=opt,
                          target_policy=jax.tree_util.tree_map(avg, s.target_policy, pol),
-                         target_critic=jax.tree_util.tree_map(avg, s.target_critic, s.critic)), loss
+                         target_critic=jax.tree_util.tree_map(avg, s.target_critic, s.critic))
 
     def interact_and_fit_critic(self, s: TD3State) -> TD3State:
         """``policy_delay`` times: one env step, one critic update."""

@@ -2,14 +2,17 @@
 sub-trajectory of T steps.
 
 Inputs per step t (B sub-trajectories, T steps, A action dims):
-  action branch, per dimension i: [a_t,i from the buffer, pi(s_t)_i] -> 3 x Dense(32) (half relu, half
-  square units, layer norm) -> mean over i -> 32-d. Its parameters do not depend on A, so one
-  objective serves environments with any action dimension.
-  other branch: [z(r_t), t/T, z(V(s_{t+1}) (1 - d_t)), z(V(s_t))] -> 2 x Dense(32) -> Dense(8),
-  z = z-normalisation over the valid steps of the batch, V = Q1(s, pi(s)) given with stop-gradient.
+  action branch, per dimension i: [a_t,i from the buffer, pi(s_t)_i] -> 3 mixed units -> mean over
+  i -> 32-d. Its parameters do not depend on A, so one objective serves environments with any
+  action dimension.
+  other branch: [z(r_t), t/T, z(V(s_{t+1}) (1 - d_t)), z(V(s_t))] -> 2 mixed units -> Dense(8),
+  z = z-normalisation over the valid steps of the batch, V = Q1(s, pi(s)) given with stop-gradient,
+  d_t = 1 at every episode end, time limits included (as in the original).
   LSTM(32) run from t = T-1 down to 0; its state is reset where an episode ends (d_t = 1) so step t
-  never sees steps of a later episode. Head 2 x Dense(32) + layer norm -> Dense(1), bounded by
+  never sees steps of a later episode. Head 2 mixed units -> Dense(1), bounded by
   tanh(x * 1e-3) / 1e-3. L_alpha = masked mean over (B, T).
+  A mixed unit (the original's, in every branch) is Dense(32) -> half relu, half x^2 -> layer norm:
+  the activation comes before the layer norm, which keeps the square units' scale bounded.
 Only pi(s) carries gradients to the policy: a, r, V and d are stop-gradient'd here.
 """
 from __future__ import annotations
@@ -21,16 +24,20 @@ import jax.numpy as jnp
 BOUND = 1e-3
 
 
-class _HalfReluHalfSquare(nn.Module):
-    """Dense(f) + layer norm; the first f/2 units relu, the rest x^2."""
+def mixed_activation(x):
+    """The first half of the last axis relu, the rest x^2."""
+    h = x.shape[-1] // 2
+    return jnp.concatenate([nn.relu(x[..., :h]), jnp.square(x[..., h:])], axis=-1)
+
+
+class MixedUnit(nn.Module):
+    """Dense(f) -> mixed_activation -> layer norm (activation first, as in the original)."""
 
     features: int
 
     @nn.compact
     def __call__(self, x):
-        x = nn.LayerNorm()(nn.Dense(self.features)(x))
-        h = self.features // 2
-        return jnp.concatenate([nn.relu(x[..., :h]), jnp.square(x[..., h:])], axis=-1)
+        return nn.LayerNorm()(mixed_activation(nn.Dense(self.features)(x)))
 
 
 class _ResetLSTMStep(nn.Module):
@@ -76,13 +83,13 @@ class MetaGenRLObjective(nn.Module):
         # action branch: per dimension, shared weights, mean over dimensions
         xa = jnp.stack([action, pi_action], axis=-1)  # (B, T, A, 2)
         for _ in range(3):
-            xa = _HalfReluHalfSquare(self.hidden)(xa)
+            xa = MixedUnit(self.hidden)(xa)
         xa = xa.mean(axis=-2)  # (B, T, 32)
         pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.float32) / T, (B, T))
         xo = jnp.stack([_znorm(reward, mask), pos, _znorm(next_value * (1.0 - done), mask),
                         _znorm(value, mask)], axis=-1)
-        xo = nn.relu(nn.Dense(self.hidden)(xo))
-        xo = nn.relu(nn.Dense(self.hidden)(xo))
+        for _ in range(2):
+            xo = MixedUnit(self.hidden)(xo)
         xo = nn.Dense(8)(xo)
         x = jnp.concatenate([xa, xo], axis=-1)  # (B, T, 40)
         tm = lambda v: jnp.swapaxes(v, 0, 1)  # time-major
@@ -90,7 +97,7 @@ class MetaGenRLObjective(nn.Module):
         _, h = _BackwardLSTM(self.lstm_features)(carry, (tm(x), tm(done), tm(mask)))
         h = tm(h)  # (B, T, 32)
         for _ in range(2):
-            h = nn.relu(nn.LayerNorm()(nn.Dense(self.hidden)(h)))
+            h = MixedUnit(self.hidden)(h)
         out = nn.Dense(1)(h)[..., 0]
         return jnp.tanh(out * BOUND) / BOUND
 

@@ -5,10 +5,13 @@ meta-training environment; agents in a group are ``jax.vmap``-ed, groups with di
 sizes are separate vmaps inside the same jitted step). All agents share one objective L_alpha
 (``metarl.objectives.metagenrl``). One block of a meta-iteration, per agent:
   1. ``policy_delay`` env steps, one critic update after each;
-  2. meta-gradient: 2B sub-trajectories, phi' = phi - lr_in * grad_phi L_alpha(phi; first half),
-     meta-loss J(alpha) = -mean Q1(s, pi_phi'(s)) over all 2B; grad_alpha J through the critic and
-     the SGD step, clipped to global norm ``meta_clip``;
-  3. policy update on (w * DDPG + (1 - w) * L_alpha), w falling 1 -> 0 over ``warm_start_steps``.
+  2. meta-gradient: 2B sub-trajectories, phi' = phi - eta * grad_phi L_alpha(phi; first half) with
+     L_alpha the masked *mean* over the half's steps and eta = ``lookahead_step``, meta-loss
+     J(alpha) = -mean Q1(s, pi_phi'(s)) over all 2B; grad_alpha J through the critic and the SGD
+     step, clipped to global norm ``meta_clip``. The original differentiates the *sum* over its
+     100 x 20 steps with lr 1e-3, i.e. eta = 2.0 on the mean; eta here does not change with B or T;
+  3. policy update on (w * DDPG + (1 - w) * L_alpha), w falling 1 -> 0 over ``warm_start_steps``,
+     on the meta-gradient's first half: its grad_phi L_alpha is the lookahead's own (computed once).
 Then alpha takes one Adam step on the meta-gradients averaged over all agents. A meta-iteration is
 ``jax.lax.scan`` over K / policy_delay blocks, compiled whole.
 """
@@ -36,7 +39,9 @@ class MetaGenRLConfig:
     steps_per_iteration: int = 1000  # K env steps per agent per meta-iteration
     meta_lr: float = 1e-3
     meta_clip: float = 1.0
-    inner_lr: float = 1e-3           # lr of the SGD step phi' = phi - lr grad L_alpha
+    # eta of the lookahead step phi' = phi - eta grad_phi L_alpha (L_alpha: the mean over valid steps);
+    # the original's lr 1e-3 on the sum over 100 x 20 steps is eta = 2.0, whatever B and T are here
+    lookahead_step: float = 2.0
     meta_batch: int = 200            # sub-trajectories for the meta-gradient (split in halves)
     warm_start_steps: int = 10_000
     lstm_features: int = 32
@@ -54,6 +59,8 @@ class MetaGenRLConfig:
         if self.steps_per_iteration % self.td3.policy_delay:
             raise ValueError(f"steps_per_iteration = {self.steps_per_iteration} must be a multiple of "
                              f"policy_delay = {self.td3.policy_delay}")
+        if not 0.0 <= self.lookahead_step < float("inf"):
+            raise ValueError(f"lookahead_step must be a finite number >= 0, got {self.lookahead_step}")
         if self.meta_batch < 2 or self.meta_batch % 2:
             raise ValueError(f"meta_batch must be an even number >= 2, got {self.meta_batch}")
         return self
@@ -64,40 +71,65 @@ class MetaGenRLConfig:
 
 # ---- the objective as a policy loss ---------------------------------------------------------------
 
+def successor_obs(batch: dict):
+    """s_{t+1} of every step as (B, T + 1, obs_dim) observations [s_0, s_1, ..., s_T]: obs[t + 1]
+    where step t + 1 is valid (same episode, written), else next_obs[t] (an episode end, time limits
+    included, or the newest transition). Index t of the result is obs[t] wherever step t is valid."""
+    obs, nxt, mask = batch["obs"], batch["next_obs"], batch["mask"]
+    valid_next = mask[:, 1:, None] > 0
+    succ = jnp.concatenate([jnp.where(valid_next, obs[:, 1:], nxt[:, :-1]), nxt[:, -1:]], axis=1)
+    return jnp.concatenate([obs[:, :1], succ], axis=1)
+
+
 def objective_inputs(agent: TD3Agent, policy_params, critic_params, batch: dict):
     """Arguments of L_alpha for a batch (B, T, ...): (a, pi(s), r, V(s), V(s'), d, mask);
-    V = Q1(s, pi(s)) without gradient. Only pi(s) depends on policy_params with a gradient."""
-    pi_a = agent.pi(policy_params, batch["obs"])
-    sg = jax.lax.stop_gradient
-    v = sg(agent.q(critic_params, batch["obs"], pi_a)[0])
-    v_next = sg(agent.q(critic_params, batch["next_obs"], agent.pi(policy_params, batch["next_obs"]))[0])
-    # bootstrap through time-limit ends: only true terminals zero V(s_{t+1})
-    return (batch["action"], pi_a, batch["reward"], v, v_next, batch["terminal"], batch["mask"])
+    V = Q1(s, pi(s)) without gradient, d = done (every episode end, time limits included: the
+    objective masks V(s') there, as the original does). Only pi(s) depends on policy_params with a
+    gradient. One pass of pi and Q1 over the T + 1 states [s_0 .. s_T] gives V(s_t) and V(s_{t+1})
+    (the original's reuse), not two passes over T; values at masked steps are never read."""
+    ext = successor_obs(batch)                     # (B, T + 1, obs_dim)
+    pi_ext = agent.pi(policy_params, ext)          # (B, T + 1, A)
+    v_ext = jax.lax.stop_gradient(agent.q(critic_params, ext, pi_ext)[0])  # (B, T + 1)
+    T = batch["mask"].shape[1]
+    return (batch["action"], pi_ext[:, :T], batch["reward"], v_ext[:, :T], v_ext[:, 1:],
+            batch["done"], batch["mask"])
 
 
 def learned_loss(module: MetaGenRLObjective, agent: TD3Agent):
-    """loss(alpha, policy_params, critic_params, batch) = L_alpha; episode ends reset the LSTM."""
+    """loss(alpha, policy_params, critic_params, batch) = L_alpha, the masked mean over (B, T);
+    every episode end (done) resets the backward LSTM and masks V(s_{t+1}) in the value input."""
 
     def loss(alpha, policy_params, critic_params, batch):
-        a, pi_a, r, v, v_next, terminal, mask = objective_inputs(agent, policy_params, critic_params, batch)
-        # the LSTM resets on every episode end (done), the value input masks only terminals
-        per = module.apply(alpha, a, pi_a, r, v, v_next * (1.0 - terminal), batch["done"], mask,
-                           method=MetaGenRLObjective.per_step)
+        a, pi_a, r, v, v_next, done, mask = objective_inputs(agent, policy_params, critic_params, batch)
+        per = module.apply(alpha, a, pi_a, r, v, v_next, done, mask, method=MetaGenRLObjective.per_step)
         return (per * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
     return loss
 
 
-def meta_objective(module: MetaGenRLObjective, agent: TD3Agent, inner_lr: float):
-    """J(alpha; phi, critic, batch of 2B) = -mean Q1(s, pi_phi'(s)), phi' = phi - lr grad L_alpha(A)."""
+def lookahead(module: MetaGenRLObjective, agent: TD3Agent, step: float):
+    """phi'(alpha, phi, critic, batch) -> (phi - eta g, g), g = grad_phi L_alpha(phi; batch), eta = ``step``."""
     lossf = learned_loss(module, agent)
+
+    def phi_prime(alpha, policy_params, critic_params, batch):
+        g = jax.grad(lossf, argnums=1)(alpha, policy_params, critic_params, batch)
+        return jax.tree_util.tree_map(lambda p, gi: p - step * gi, policy_params, g), g
+
+    return phi_prime
+
+
+def meta_objective(module: MetaGenRLObjective, agent: TD3Agent, lookahead_step: float,
+                   with_policy_grad: bool = False):
+    """J(alpha; phi, critic, batch of 2B) = -mean Q1(s, pi_phi'(s)), phi' = lookahead on the first B.
+    ``with_policy_grad``: J returns (J, grad_phi L_alpha(phi; first B)) for ``has_aux``."""
+    step = lookahead(module, agent, lookahead_step)
 
     def J(alpha, policy_params, critic_params, batch):
         half = batch["mask"].shape[0] // 2
         first = jax.tree_util.tree_map(lambda x: x[:half], batch)
-        g = jax.grad(lossf, argnums=1)(alpha, policy_params, critic_params, first)
-        phi2 = jax.tree_util.tree_map(lambda p, gi: p - inner_lr * gi, policy_params, g)
-        return agent.ddpg_loss(phi2, critic_params, batch)
+        phi2, g = step(alpha, policy_params, critic_params, first)
+        j = agent.ddpg_loss(phi2, critic_params, batch)
+        return (j, jax.lax.stop_gradient(g)) if with_policy_grad else j
 
     return J
 
@@ -145,24 +177,36 @@ class MetaTrainer:
         # every leaf gets its own buffer, so the state can be donated to ``iteration``
         return jax.tree_util.tree_map(jnp.copy, ms)
 
-    def agent_block(self, agent: TD3Agent, s: TD3State, alpha):
-        """One block for one agent; returns (state, clipped meta-gradient, meta-loss)."""
+    def warm_weight(self, step):
+        """w of the DDPG term in the policy loss w DDPG + (1 - w) L_alpha: 1 -> 0 over warm_start_steps."""
+        if not self.cfg.warm_start_steps:
+            return jnp.zeros(())
+        return jnp.clip(1.0 - step / self.cfg.warm_start_steps, 0.0, 1.0)
+
+    def agent_block(self, agent: TD3Agent, s: TD3State, alpha, w=None):
+        """One block for one agent; returns (state, clipped meta-gradient, meta-loss).
+
+        The policy step reuses the lookahead's gradient grad_phi L_alpha(phi; first half of the meta
+        batch): the same quantity as on a fresh batch of B, computed once instead of twice. ``w``:
+        the warm-start weight (default: from s.step); given as one scalar for a group in lockstep,
+        the DDPG term leaves the program (a real ``lax.cond``) once w reaches 0."""
         cfg = self.cfg
         s = agent.interact_and_fit_critic(s)
         key, k_meta = jax.random.split(s.key)
         s = s.replace(key=key)
         mbatch = agent.sample(s, k_meta, cfg.meta_batch)
-        J = meta_objective(self.module, agent, cfg.inner_lr)
-        jval, g = jax.value_and_grad(J)(alpha, s.policy, s.critic, mbatch)
+        J = meta_objective(self.module, agent, cfg.lookahead_step, with_policy_grad=True)
+        (jval, g_obj), g = jax.value_and_grad(J, has_aux=True)(alpha, s.policy, s.critic, mbatch)
         g, _ = self.clip.update(g, self.clip.init(g))
-        lossf = learned_loss(self.module, agent)
-        w = jnp.clip(1.0 - s.step / max(cfg.warm_start_steps, 1), 0.0, 1.0) if cfg.warm_start_steps else 0.0
+        w = self.warm_weight(s.step) if w is None else w
+        first = jax.tree_util.tree_map(lambda x: x[:cfg.meta_batch // 2], mbatch)
 
-        def policy_loss(pol, cri, batch):
-            return w * agent.ddpg_loss(pol, cri, batch) + (1.0 - w) * lossf(alpha, pol, cri, batch)
+        def blend():
+            g_ddpg = jax.grad(agent.ddpg_loss)(s.policy, s.critic, first)
+            return jax.tree_util.tree_map(lambda a, b: w * a + (1.0 - w) * b, g_ddpg, g_obj)
 
-        s, _ = agent.policy_update(s, policy_loss)
-        return s, g, jval
+        g_pol = jax.lax.cond(w > 0, blend, lambda: g_obj)
+        return agent.apply_policy_grad(s, g_pol), g, jval
 
     def iteration(self, ms: MetaState):
         """K env steps per agent, critic/policy updates and K / policy_delay objective updates."""
@@ -171,7 +215,9 @@ class MetaTrainer:
             groups, grads, jvals = [], [], []
             for agent, gs in zip(self.agents, ms.groups):
                 gs = shard_population(gs, self.mesh)
-                gs, g, jv = jax.vmap(lambda s: self.agent_block(agent, s, ms.alpha))(gs)
+                # the agents of a group step in lockstep: one warm-start weight for all
+                w = self.warm_weight(gs.step[0] + self.cfg.td3.policy_delay)
+                gs, g, jv = jax.vmap(lambda s: self.agent_block(agent, s, ms.alpha, w))(gs)
                 groups.append(gs)
                 grads.append(g)
                 jvals.append(jv)
