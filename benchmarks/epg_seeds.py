@@ -73,8 +73,11 @@ def table(summaries: list[dict], fresh_from: int) -> tuple[str, list[str]]:
         mean = np.mean(vals, axis=0)
         rows.append([f"**mean, {name} seeds**", *[f"**{v:.2f}**" for v in mean], "", ""])
         if name == "fresh":
-            for text, ok in criteria(dict(zip(methods, mean)), summaries[0]["env"]):
+            m = dict(zip(methods, mean))
+            for text, ok in criteria(m, summaries[0]["env"]):
                 notes.append(f"- fresh seeds' mean: {text}: **{'holds' if ok else 'does not hold'}**")
+            notes.append(f"- fresh seeds' mean: what evolution added, learned - initial loss: "
+                         f"**{m['learned'] - m['initial_loss']:+.2f}**")
     return markdown_table(header, rows), notes
 
 
