@@ -15,8 +15,8 @@ Sizes (``--check`` in brackets): throughput of goal_ant and random_hopper (defau
 2048 and 8192 envs, 1000 scan steps [16 envs, 10 steps]; one EPG generation of
 experiments/epg_common.py's ``paper`` preset on GoalAnt, population 64 x 4 tasks, 8192-step lifetimes
 [``smoke``], and raw env.step throughput of as many envs; one MetaGenRL meta-iteration of
-experiments/metagenrl.py's ``paper`` preset, 10 agents on each of halfcheetah and ant [``smoke``
-sizes on halfcheetah alone, 50 steps].
+experiments/metagenrl.py's ``paper`` preset, 10 agents on each of its meta-training bodies (reacher
+and halfcheetah) [``smoke`` sizes on the first body alone, 50 steps].
 """
 from __future__ import annotations
 
