@@ -35,7 +35,7 @@ IMPORTS = ("jax", "brax", "evosax", "mujoco", "mujoco.mjx", "flax", "optax", "or
 THROUGHPUT = {"full": dict(envs=("goal_ant", "random_hopper"), batch_sizes=(2048, 8192), steps=1000,
                            repeats=2),
               "check": dict(envs=("goal_ant", "random_hopper"), batch_sizes=(16,), steps=10, repeats=1)}
-EPG_ENV, EPG_GOAL_S = "goal_ant", 60.0  # DESIGN.md target: a paper generation within a minute
+EPG_ENV, EPG_GOAL_S = "goal_ant", 60.0  # target: a paper generation within a minute
 MAX_REPEATS = {"full": 3, "check": 2}  # generations / meta-iterations timed at most
 
 

@@ -2,7 +2,7 @@
 
     python -m experiments.epg_ant [--preset smoke|cpu|paper] [--run-dir DIR] [--seed N]
 
-Presets: experiments.epg_common.locomotion_presets (paper = DESIGN.md sizes, a GPU/TPU job).
+Presets: experiments.epg_common.locomotion_presets (paper = the EPG paper's sizes, a GPU/TPU job).
 """
 from experiments.epg_common import locomotion_presets, main
 

@@ -23,7 +23,8 @@ from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
                          device_info, enable_compilation_cache, fail, prepare_run_dir,
-                         resolve_preset, resume_args, run_argv, write_json_atomic)
+                         resolve_preset, resume_args, run_argv, write_json_atomic, RUN_FORMAT,
+                         finished_run)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Preset:
 def locomotion_presets() -> dict:
     """Presets shared by the Brax locomotion families (GoalAnt, DirHalfCheetah, RandomHopper).
 
-    ``paper`` uses DESIGN.md's sizes (8192-step lifetimes of 1000-step episodes), a GPU/TPU job;
+    ``paper`` uses the EPG paper's sizes (Houthooft et al. 2018) (8192-step lifetimes of 1000-step episodes), a GPU/TPU job;
     ``cpu`` shortens episodes to 200 steps and lifetimes to 1024 steps to fit 15 minutes on 2 cores.
     """
     return {
@@ -107,7 +108,8 @@ def build_config(args, presets: dict, env_name: str):
         overrides["antithetic"] = False
     es = dataclasses.replace(es, **overrides)
     cfg = dataclasses.replace(cfg, lifetime=life, es=es,
-                              tasks_per_member=args.tasks_per_member or cfg.tasks_per_member,
+                              tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
+                                                else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
     test_agents = args.test_agents if args.test_agents is not None else p.test_agents
     if args.strategy is not None and args.strategy not in strategies():
@@ -137,7 +139,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
     args = parse(name, env_name, argv)
     try:
         if args.resume:
-            run_dir, args = resume_args(args, lambda a: parse(name, env_name, a))
+            run_dir, args = resume_args(args, lambda a: parse(name, env_name, a), experiment=name, argv=argv)
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         preset, reason, cfg, test_agents, ep_len, eval_every, ppo_cfg = build_config(args, presets, env_name)
         if not args.resume:
@@ -145,6 +147,8 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         mesh = checked_population_mesh(cfg.es.population_size, "population_size")
     except ConfigError as e:
         fail(str(e))
+    if args.resume and (done := finished_run(run_dir)) is not None:
+        return done
     enable_compilation_cache()
     writer = distributed.is_writer()
     print(f"[{name}] preset={preset} ({reason}); env={env_name}; devices={jax.device_count()} "
@@ -155,7 +159,7 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
     if writer and not args.resume:
         prepare_run_dir(run_dir, overwrite=args.overwrite)
         write_json_atomic(run_dir / "config.json", {
-            "experiment": name, "env": env_name, "preset": preset, "seed": args.seed,
+            "experiment": name, "run_format": RUN_FORMAT, "env": env_name, "preset": preset, "seed": args.seed,
             "argv": run_argv(argv), "config": dataclasses.asdict(cfg),
             "meta_test_ppo": dataclasses.asdict(ppo_cfg)})
     return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
@@ -179,7 +183,7 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
 
     The best loss: with ``eval_every`` > 0, every ``eval_every`` generations (and after the last)
     the ES mean and the best loss so far (initially phi_0) each train ``test_agents`` fresh agents
-    on the same fresh train-split tasks and seeds, and the better one is kept (DESIGN.md: test
+    on the same fresh train-split tasks and seeds, and the better one is kept (openai/EPG: test
     runs every 50 epochs); with 0, the ES mean of the generation with the best mean fitness.
     """
     key = jax.random.PRNGKey(seed)
@@ -214,7 +218,7 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
         else:
             print(f"[{name}] no readable checkpoint; starting from generation 0", flush=True)
     start = int(run["generation"])
-    log = MetricsLog(run_dir, start, enabled=writer)
+    log = MetricsLog(run_dir, start + 1, enabled=writer)
 
     t_train = time.time()
     for g in range(start, G):
@@ -230,7 +234,7 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
         run["fitness_mean"] = run["fitness_mean"].copy()
         run["fitness_max"] = run["fitness_max"].copy()
         run["fitness_mean"][g], run["fitness_max"][g] = mean_f, float(info["max"])
-        rec = {"generation": g, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
+        rec = {"generation": g + 1, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
                "fitness_min": float(info["min"]), "nonfinite": int(info["nonfinite"]),
                "ppo_factor": float(info["ppo_factor"]), "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
         if eval_every == 0:
@@ -271,11 +275,11 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
     fm = run["fitness_mean"]
     summary = {
         "algorithm": "epg", "experiment": name, "env": env_name, "preset": preset, "seed": seed,
-        "generations": G, "population_size": P, "tasks_per_member": T,
+        "outer_steps": G, "generations": G, "population_size": P, "tasks_per_member": T,
         "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
         "env_steps": steps_per_gen * G, "wall_s": time.time() - t0, "compile_s": compile_s,
         "train_s": train_s, "meta_test_s": test_s, "resumed_from": start if resume else None,
-        "devices": device_info(),
+        "devices": device_info(), "processes": jax.process_count(),
         "fitness_first": float(fm[0]), "fitness_last": float(fm[-1]),
         "fitness_first_10pct": float(np.nanmean(fm[: max(1, G // 10)])),
         "fitness_last_10pct": float(np.nanmean(fm[-max(1, G // 10):])),

@@ -28,6 +28,7 @@ import time
 
 from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
                          device_info, fail, prepare_run_dir, resolve_preset, resume_args, run_argv,
+                         RUN_FORMAT, finished_run,
                          write_json_atomic)
 
 PRESETS = {
@@ -51,7 +52,7 @@ PRESETS = {
                 test=dict(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
                 ppo=dict(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
                          learning_rate=1e-3)),
-    # The original's sizes (DESIGN.md): 10 agents per body, ~700k steps each, 350-350 networks,
+    # The original's sizes (Kirsch et al. 2020; louiskirsch/metagenrl): 10 agents per body, ~700k steps each, 350-350 networks,
     # replay 1M, batches of 100 x 20, 10k random steps. Meta-test budget: 1M env steps per agent
     # (100x its 10k random steps), 6 seeds, on 3 unseen bodies and the 2 meta-training bodies.
     "paper": dict(train_envs="reacher,halfcheetah",
@@ -111,8 +112,8 @@ def build_config(args):
 
     preset, why = resolve_preset(args.preset)
     P = PRESETS[preset]
-    train_names = parse_envs(args.train_envs or P["train_envs"], "--train-envs")
-    test_names = parse_envs(args.test_envs or P["test_envs"], "--test-envs")
+    train_names = parse_envs(P["train_envs"] if args.train_envs is None else args.train_envs, "--train-envs")
+    test_names = parse_envs(P["test_envs"] if args.test_envs is None else args.test_envs, "--test-envs")
     methods = tuple(P.get("methods", METHODS))
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     args = parse(argv)
     try:
         if args.resume:
-            run_dir, args = resume_args(args, parse, experiment="metagenrl")
+            run_dir, args = resume_args(args, parse, experiment="metagenrl", argv=argv)
         from metarl import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -160,6 +161,8 @@ def main(argv=None) -> int:
         mesh = checked_population_mesh(cfg.agents_per_env, "agents_per_env")
     except ConfigError as e:
         fail(str(e))
+    if args.resume and finished_run(run_dir) is not None:
+        return 0
 
     import jax
     import numpy as np
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
     if writer and not args.resume:
         prepare_run_dir(run_dir, args.overwrite)
         write_json_atomic(run_dir / "config.json", {
-            "experiment": "metagenrl", "train_envs": train_names, "test_envs": test_names,
+            "experiment": "metagenrl", "run_format": RUN_FORMAT, "train_envs": train_names, "test_envs": test_names,
             "preset": preset, "seed": args.seed, "methods": list(methods),
             "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
     t_start = time.time()
@@ -263,7 +266,7 @@ def main(argv=None) -> int:
     summary = {
         "algorithm": "metagenrl", "env": f"train:{','.join(train_names)} test:{','.join(test_names)}",
         "train_envs": train_names, "test_envs": test_names, "preset": preset, "seed": args.seed,
-        "generations": I, "agents": n_agents, "env_steps": I * steps_per_it,
+        "outer_steps": I, "meta_iterations": I, "agents": n_agents, "env_steps": I * steps_per_it,
         "compile_s": compile_s, "meta_train_wall_s": meta_train_s, "wall_s": time.time() - t_start,
         "resumed_from": start if args.resume else None,
         "devices": device_info(), "processes": jax.process_count(),

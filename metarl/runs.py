@@ -1,8 +1,12 @@
 """Run plumbing shared by every experiment: presets, run directories, summary.json, CLI errors.
 
 Contract: every experiment writes ``<run-dir>/summary.json`` with at least ``algorithm``, ``env``,
-``preset``, ``generations``, ``env_steps``, ``wall_s``, ``devices``, ``processes`` and ``meta_test``
-(``learned_return``, ``initial_loss_return``, baseline returns).
+``preset``, ``seed``, ``outer_steps`` (ES generations for EPG, which also writes ``generations``;
+meta-iterations for MetaGenRL, which also writes ``meta_iterations``), ``env_steps``, ``wall_s``,
+``devices``, ``processes`` and ``meta_test`` (``learned_return``, ``initial_loss_return``, the
+baselines' and the do-nothing floors' returns). ``metrics.jsonl`` has one record per outer step,
+numbered from 1 (the outer step just completed) under ``generation`` (EPG) or ``iteration``
+(MetaGenRL). ``config.json`` records ``run_format``; ``--resume`` refuses run dirs of another format.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 
 PRESETS = ("smoke", "cpu", "paper")
+# 2: metrics.jsonl numbered from 1 for every algorithm (format 1 numbered EPG generations from 0)
+RUN_FORMAT = 2
 
 
 class ConfigError(ValueError):
@@ -73,6 +79,10 @@ def stored_argv(run_dir: str | None, experiment: str | None = None) -> tuple[Pat
     if experiment is not None and config.get("experiment") != experiment:
         raise ConfigError(f"--resume: {str(p)!r} holds a {config.get('experiment', 'unknown')!r} run, "
                           f"not a {experiment!r} run")
+    if config.get("run_format", 1) != RUN_FORMAT:
+        raise ConfigError(f"--resume: {str(p)!r} was written in run format {config.get('run_format', 1)} "
+                          f"(an older metarl; its metrics.jsonl numbering differs), this metarl writes "
+                          f"format {RUN_FORMAT}; start a new run in another --run-dir")
     return p, config["argv"]
 
 
@@ -97,15 +107,64 @@ def run_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def resume_args(args, parse, experiment: str | None = None):
+# Flags a resumed run may change: they alter neither the meta-training nor its recorded series.
+RESUME_SAFE = frozenset({"checkpoint_every"})
+
+
+def resume_args(args, parse, experiment: str | None = None, argv: list[str] | None = None):
     """For ``--resume``: (run dir, the run's stored arguments with this launch's flags);
-    ``experiment`` as in ``stored_argv``."""
+    ``experiment`` as in ``stored_argv``.
+
+    ``argv``: this launch's command line. A flag on it whose value differs from the stored run's is
+    applied where that is safe (``RESUME_SAFE``) and refused (ConfigError naming the flag) otherwise:
+    a flag given on the command line is never silently ignored."""
     run_dir, stored = stored_argv(args.run_dir, experiment)
-    resumed = parse(run_argv(stored))  # the run continues with its own configuration
+    stored = run_argv(stored)
+    resumed = parse(stored)  # the run continues with its own configuration
+    if argv is not None:
+        given = _without_run_dir(run_argv(argv))
+        merged = parse(stored + given)  # argparse: the last value of a flag wins
+        for dest, value in vars(merged).items():
+            if value == getattr(resumed, dest, None) or dest in ("run_dir", "resume"):
+                continue
+            flag = "--" + dest.replace("_", "-")
+            if dest not in RESUME_SAFE:
+                raise ConfigError(f"--resume: {flag} {_shown(value)} differs from the stored run's "
+                                  f"{_shown(getattr(resumed, dest, None))}; a resumed run keeps it "
+                                  f"(start a new run to change it)")
+            setattr(resumed, dest, value)
     resumed.resume = True
     for k in ("coordinator", "num_processes", "process_id"):
         setattr(resumed, k, getattr(args, k))
     return run_dir, resumed
+
+
+def _without_run_dir(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--run-dir":
+            skip = True
+        elif not a.startswith("--run-dir="):
+            out.append(a)
+    return out
+
+
+def _shown(value) -> str:
+    return "(off)" if value is False else "(on)" if value is True else "(preset default)" if value is None \
+        else repr(value) if isinstance(value, str) else str(value)
+
+
+def finished_run(run_dir: Path) -> dict | None:
+    """The summary of a finished run (summary.json is written last), else None. Resuming a finished
+    run has nothing to do: the experiments then rewrite nothing and return this summary."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        return None
+    print(f"run in {str(run_dir)!r} is finished (summary.json present); nothing to resume, nothing "
+          f"rewritten", flush=True)
+    return json.loads(path.read_text())
 
 
 def checked_population_mesh(size: int, what: str):

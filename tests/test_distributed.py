@@ -108,6 +108,7 @@ def test_two_process_metagenrl_run_checkpoints_and_resumes(tmp_path):
     assert (run_dir / "checkpoints" / "1").is_dir() and (run_dir / "objective").is_dir()
     assert "wrote" in outs[0] and "process 0 writes the outputs" in outs[1]
     first = s["meta_train_history"][0]["return"]
+    (run_dir / "summary.json").unlink()  # as if killed after its checkpoint (a finished run is not resumed)
     outs = _two_processes(tmp_path, "resume", "experiments.metagenrl", ["--resume", "--run-dir", str(run_dir)])
     assert all("resumed from checkpoint at iteration 1" in o for o in outs)
     assert json.loads((run_dir / "summary.json").read_text())["meta_train_history"][0]["return"] == first

@@ -32,6 +32,7 @@ def run_exp(args, timeout=600, **kw):
     (["--objective", "mixed"], "unknown objective 'mixed'; expected one of pure, residual"),
     (["--strategy", "CMA_ES", "--l2-penalty", "0.001"], "strategy CMA_ES has no optax optimiser"),
     (["--l2-penalty", "-1"], "l2_penalty must be >= 0, got -1.0"),
+    (["--tasks-per-member", "0"], "tasks_per_member must be a positive integer, got 0"),
 ])
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     run_dir = tmp_path / "run"
@@ -43,7 +44,7 @@ def _epg_main(argv):
     from experiments.epg_common import main
     from experiments.epg_reacher import ENV, PRESETS
 
-    main("epg_reacher", ENV, PRESETS, argv)
+    return main("epg_reacher", ENV, PRESETS, argv)
 
 
 def _main_exit(argv, capsys):
@@ -123,3 +124,48 @@ def test_launch_flags_are_not_stored_for_resume():
     argv = ["--preset", "smoke", "--coordinator", "h0:1234", "--num-processes=2", "--process-id", "1",
             "--overwrite", "--seed", "3"]
     assert run_argv(argv) == ["--preset", "smoke", "--seed", "3"]
+
+
+def _stored_run(tmp_path, argv, **extra):
+    run_dir = tmp_path / "stored"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"experiment": "epg_reacher", "run_format": 2,
+                                                     "argv": argv, **extra}))
+    return run_dir
+
+
+@pytest.mark.parametrize("flag, message", [
+    (["--seed", "5"], "--resume: --seed 5 differs from the stored run's 3"),
+    (["--generations", "9"], "--resume: --generations 9 differs from the stored run's 4"),
+    (["--no-crn"], "--resume: --no-crn (on) differs from the stored run's (off)"),
+    (["--population", "8"], "--resume: --population 8 differs from the stored run's (preset default)"),
+])
+def test_resume_refuses_a_changed_flag_and_writes_nothing(tmp_path, capsys, flag, message):
+    run_dir = _stored_run(tmp_path, ["--preset", "smoke", "--seed", "3", "--generations", "4"])
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    code, err = _main_exit(["--resume", "--run-dir", str(run_dir), *flag], capsys)
+    assert code == 2 and err.strip().splitlines()[-1] == f"error: {message}; a resumed run keeps it " \
+                                                         f"(start a new run to change it)"
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+def test_resume_of_an_older_run_format_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"experiment": "epg_reacher", "argv": ["--preset", "smoke"]}))
+    code, err = _main_exit(["--resume", "--run-dir", str(run_dir)], capsys)
+    assert code == 2 and "written in run format 1" in err and "start a new run" in err
+    assert [p.name for p in run_dir.iterdir()] == ["config.json"]
+
+
+def test_resume_of_a_finished_run_rewrites_nothing(tmp_path, capsys):
+    run_dir = _stored_run(tmp_path, ["--preset", "smoke", "--seed", "3"])
+    summary = run_dir / "summary.json"
+    summary.write_text('{"algorithm": "epg", "kept": true}')
+    mtime = summary.stat().st_mtime_ns
+    # the same flags as stored (given again) and a safe one are accepted
+    out = _epg_main(["--resume", "--run-dir", str(run_dir), "--seed", "3", "--checkpoint-every", "2"])
+    assert out == {"algorithm": "epg", "kept": True}
+    assert "nothing to resume, nothing rewritten" in capsys.readouterr().out
+    assert summary.stat().st_mtime_ns == mtime and sorted(p.name for p in run_dir.iterdir()) == [
+        "config.json", "summary.json"]

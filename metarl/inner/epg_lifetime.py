@@ -36,7 +36,7 @@ OBJECTIVES = ("pure", "residual")
 
 @dataclasses.dataclass(frozen=True)
 class LifetimeConfig:
-    """Inner-loop sizes (DESIGN.md: 8192 steps, M = 64, N = 512, minibatch 32, Adam 1e-3)."""
+    """Inner-loop sizes (Houthooft et al. 2018, EPG, Sec. 4 / openai/EPG: 8192 steps, M = 64, N = 512, minibatch 32, Adam 1e-3)."""
 
     lifetime_steps: int = 8192
     update_period: int = 64  # M: steps between updates; the newest M rows are scored
@@ -60,7 +60,7 @@ class LifetimeConfig:
     # step (f unused), so ES starts from PPO and searches for a correction to it; with the loss's
     # output layer at zero (EPGLoss(zero_output=True)) the initial loss is PPO exactly.
     objective: str = "pure"
-    obs_std_min: float = 0.1  # running normaliser floor for s and a (DESIGN.md)
+    obs_std_min: float = 0.1  # running normaliser floor for s and a (openai/EPG's running normaliser)
     # True: gradients flow through L_phi's buffer context (exact); False: the context is computed
     # once per update and held constant (cheaper: policy forward/backward on B rows, not N)
     context_gradient: bool = True
