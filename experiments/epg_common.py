@@ -18,7 +18,8 @@ from metarl.checkpoint import RunCheckpointer, save_params
 from metarl.epg import EPG, EPGConfig
 from metarl.inner.epg_lifetime import OBJECTIVES, LifetimeConfig
 from metarl.outer.es import ESConfig
-from metarl.evaluate import epg_compare_losses, epg_meta_test, meta_test_ppo_config, write_meta_test
+from metarl.evaluate import EVALUATION, epg_compare_losses, epg_meta_test, meta_test_ppo_config
+from metarl.meta_test_io import write_meta_test
 from metarl.metrics_log import MetricsLog
 from metarl.outer.es import strategies
 from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
@@ -288,19 +289,18 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
                            else "best generation mean fitness"),
         "best_score": float(run["best_score"]),
         "objective": cfg.lifetime.objective,
-        "meta_test": {"split": "test", "agents": test_agents, "evaluation": res["evaluation"],
-                      "eval_episodes": res["eval_episodes"],
-                      **{f"{m}_return": res[f"{m}_return"] for m in res["methods"]},
-                      **{f"{m}_return_mean_action": res[f"{m}_return_mean_action"]
-                         for m in res["methods"]}},
+        "meta_test": {"split": "test", "agents": test_agents, "evaluation": EVALUATION,
+                      "eval_episodes": epg.config.lifetime.eval_envs,
+                      **{f"{m}_return": r["return"] for m, r in res.items()},
+                      **{f"{m}_return_mean_action": r["return_mean_action"] for m, r in res.items()}},
     }
     if writer:
-        write_meta_test(run_dir, res, title=f"EPG meta-test on {env_name} (test split)")
+        write_meta_test(run_dir, {env_name: res}, f"EPG meta-test on {env_name} (test split)")
         write_json_atomic(run_dir / "summary.json", summary)
         save_params(run_dir / "best_loss", best_params)
         save_params(run_dir / "final_loss", final_params)
     print(f"[{name}] meta-test returns (test split, mean of {test_agents} agents, sampled actions): "
-          + " | ".join(f"{m.replace('_', ' ')} {res[f'{m}_return']:.2f}" for m in res["methods"]),
+          + " | ".join(f"{m.replace('_', ' ')} {r['return']:.2f}" for m, r in res.items()),
           flush=True)
     if writer:
         print(f"[{name}] wrote {run_dir}/summary.json, meta_test.csv, meta_test.png", flush=True)

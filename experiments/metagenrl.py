@@ -7,7 +7,7 @@ python -m experiments.metagenrl --resume --run-dir D        # continue a killed 
 
 Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
 population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/
-(the learned L_alpha, orbax), summary.json, curves.csv, meta_test.json and curves.png.
+(the learned L_alpha, orbax), summary.json and meta_test.{json,csv,png} (metarl/meta_test_io.py).
 Agents are split over all devices (``agents_per_env`` must be a multiple of the device count);
 multi-host runs take --coordinator/--num-processes/--process-id as in the EPG experiments.
 
@@ -170,8 +170,8 @@ def main(argv=None) -> int:
     from metarl import envs
     from metarl.baselines.ppo import PPOConfig
     from metarl.checkpoint import RunCheckpointer, save_params
-    from metarl.metagenrl_eval import (FLOORS, METHODS, meta_test, per_env_summary, results_table,
-                                       write_outputs)
+    from metarl.meta_test_io import write_meta_test
+    from metarl.metagenrl_eval import FLOORS, METHODS, meta_test, per_env_summary, results_table
     from metarl.metrics_log import MetricsLog
     from metarl.outer.metagrad import MetaTrainer
     from metarl.runs import enable_compilation_cache
@@ -259,7 +259,7 @@ def main(argv=None) -> int:
     first = results[test_names[0]]
 
     def ret(method):
-        return first[method]["eval_return"] if method in first else None
+        return first[method]["return"] if method in first else None
 
     history = [{"iteration": i + 1, "return": dict(zip(train_names, run["returns"][i].tolist())),
                 "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
@@ -285,7 +285,8 @@ def main(argv=None) -> int:
         },
     }
     if writer:
-        write_outputs(run_dir, results, seen=train_names)
+        write_meta_test(run_dir, results, f"MetaGenRL meta-test (meta-trained on {', '.join(train_names)})",
+                        seen=train_names)
         write_json_atomic(run_dir / "summary.json", summary)
     wrote = f"wrote {run_dir}/summary.json" if writer else "process 0 writes the outputs"
     print(results_table(results, seen=train_names), flush=True)

@@ -1,12 +1,7 @@
-"""Meta-test: freeze a learned objective, train fresh agents on held-out tasks, compare with baselines.
-
-Writes ``meta_test.json`` (final returns and curves), ``meta_test.csv`` (one row per update: env
-steps and the mean training return of each method) and ``meta_test.png``.
+"""EPG meta-test: freeze a learned objective, train fresh agents on held-out tasks, compare with
+baselines. Results follow metarl.meta_test_io's schema (written by its ``write_meta_test``).
 """
 from __future__ import annotations
-
-import csv
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +10,7 @@ import numpy as np
 from metarl.baselines.ppo import PPOConfig
 from metarl.baselines.ppo import make_train as make_ppo_train
 from metarl.evaluate_policy import episode_return, zero_action_return
-from metarl.runs import write_json_atomic
+from metarl.meta_test_io import mean_curve, method_result
 
 
 def stack(*trees):
@@ -36,7 +31,7 @@ def epg_compare_losses(epg, loss_a, loss_b, key, num_agents: int, split: str = "
 
 # Methods of an EPG meta-test, in table order; oracle only where the family has a scripted optimum.
 EPG_METHODS = ("learned", "ppo", "no_update", "zero_action", "initial_loss", "oracle")
-CURVE_METHODS = ("learned", "initial_loss", "ppo")  # methods that train, with learning curves
+EVALUATION = "sampled actions"  # how every method's 'return' is measured
 
 
 def meta_test_ppo_config(lifetime_cfg) -> PPOConfig:
@@ -53,7 +48,7 @@ def meta_test_ppo_config(lifetime_cfg) -> PPOConfig:
 
 
 def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, split: str = "test",
-                  ppo_config: PPOConfig | None = None):
+                  ppo_config: PPOConfig | None = None) -> dict:
     """Meta-test on ``num_agents`` fresh tasks of ``split``; every method is evaluated the same way
     (``eval_envs`` episodes per agent, actions sampled from the policy; mean-action beside it).
 
@@ -63,9 +58,9 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
     - zero_action: a policy that always outputs zero, the floor that shows a task was learned;
     - oracle: the family's scripted optimum, where it has one (goal_point).
 
-    Returns host results: '<method>_return' (mean over agents, sampled actions),
-    '<method>_return_mean_action', '<method>_returns' (per agent), '<method>_curve' (mean training
-    episode return per update, for methods that train), 'env_steps' (per update), 'methods'.
+    Returns {method: entry} of metarl.meta_test_io's schema, in EPG_METHODS order: 'return'
+    (sampled actions, mean over agents), 'returns' (agents,), 'return_mean_action', and for the
+    methods that train 'curve' (mean training-episode return per update) and 'env_steps'.
     """
     lc = epg.config.lifetime
     k_tasks, k_agents, k_ppo, k_fixed = jax.random.split(key, 4)
@@ -79,81 +74,20 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
         jax.random.split(k_ppo, num_agents), tasks)[1])
     env = epg.env
     fixed_keys = jax.random.split(k_fixed, num_agents)
-    zero = jax.jit(jax.vmap(lambda t, k: zero_action_return(env, t, k, lc.eval_envs)))(tasks, fixed_keys)
-    res = {"env_steps": (np.arange(lc.num_updates) + 1) * lc.update_period, "split": split,
-           "num_agents": num_agents, "eval_episodes": lc.eval_envs, "evaluation": "sampled actions"}
-
-    def put(name, sampled, mean_action, curve=None):
-        res[f"{name}_returns"] = np.asarray(sampled, dtype=np.float64)
-        res[f"{name}_return"] = float(np.mean(sampled))
-        res[f"{name}_return_mean_action"] = float(np.mean(mean_action))
-        if curve is not None:
-            res[f"{name}_curve"] = curve
-
+    zero = np.asarray(jax.jit(jax.vmap(lambda t, k: zero_action_return(env, t, k, lc.eval_envs)))(
+        tasks, fixed_keys))
+    steps = (np.arange(lc.num_updates) + 1) * lc.update_period
+    res = {}
     for i, name in enumerate(("learned", "initial_loss")):
-        put(name, out["eval_return_sampled"][i], out["eval_return_mean_action"][i],
-            _nanmean(out["curve"][i], axis=0))
-    put("no_update", out["no_update_return"][0], out["no_update_return_mean_action"][0])
-    put("ppo", ppo["eval_return_sampled"], ppo["eval_return_mean_action"],
-        _nanmean(ppo["episode_return"], axis=0))
-    zero = np.asarray(zero)
-    put("zero_action", zero, zero)
-    methods = list(EPG_METHODS[:-1])
+        res[name] = method_result(out["eval_return_sampled"][i], mean_curve(out["curve"][i]), steps,
+                                  mean_action=out["eval_return_mean_action"][i])
+    res["ppo"] = method_result(ppo["eval_return_sampled"], mean_curve(ppo["episode_return"]),
+                               ppo["env_steps"][0], mean_action=ppo["eval_return_mean_action"])
+    res["no_update"] = method_result(out["no_update_return"][0],
+                                     mean_action=out["no_update_return_mean_action"][0])
+    res["zero_action"] = method_result(zero, mean_action=zero)
     if hasattr(env, "oracle_policy"):
-        oracle = jax.jit(jax.vmap(lambda t, k: episode_return(env, env.oracle_policy(t), t, k,
-                                                              lc.eval_envs)))(tasks, fixed_keys)
-        put("oracle", np.asarray(oracle), np.asarray(oracle))
-        methods.append("oracle")
-    res["methods"] = methods
-    return res
-
-
-def _nanmean(x, axis):
-    x = np.asarray(x, dtype=np.float64)
-    cnt = np.sum(np.isfinite(x), axis=axis)
-    tot = np.nansum(x, axis=axis)
-    return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-
-
-def write_meta_test(run_dir: Path, res: dict, methods=CURVE_METHODS, title: str = "meta-test") -> None:
-    """meta_test.json (everything), meta_test.csv (one row per update: the training curves) and
-    meta_test.png (curves, with the final sampled-action return of every method as a level line)."""
-    run_dir = Path(run_dir)
-    write_json_atomic(run_dir / "meta_test.json", res)
-    with open(run_dir / "meta_test.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["env_steps", *methods])
-        n = len(res["env_steps"])
-        for i in range(n):
-            w.writerow([int(res["env_steps"][i]), *[_fmt(res[f"{m}_curve"], i) for m in methods]])
-    plot_curves(run_dir / "meta_test.png", res, methods, title)
-
-
-def _fmt(curve, i):
-    return "" if i >= len(curve) or not np.isfinite(curve[i]) else f"{curve[i]:.4f}"
-
-
-def plot_curves(path, res, methods, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in methods:
-        c = np.asarray(res[f"{m}_curve"], dtype=float)
-        steps = np.asarray(res["env_steps"])[: len(c)]
-        ok = np.isfinite(c)
-        ax.plot(steps[ok], c[ok], label=f"{m} (final {res[f'{m}_return']:.1f})")
-    for m in res.get("methods", ()):
-        if m not in methods:  # the non-training references: a level line at their return
-            ax.axhline(res[f"{m}_return"], ls="--", lw=1, color="grey" if m != "oracle" else "k")
-            ax.annotate(f"{m} {res[f'{m}_return']:.1f}", (0, res[f"{m}_return"]), fontsize=7,
-                        xytext=(2, 2), textcoords="offset points")
-    ax.set_xlabel("environment steps per agent")
-    ax.set_ylabel("episode return")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        oracle = np.asarray(jax.jit(jax.vmap(lambda t, k: episode_return(
+            env, env.oracle_policy(t), t, k, lc.eval_envs)))(tasks, fixed_keys))
+        res["oracle"] = method_result(oracle, mean_action=oracle)
+    return {m: res[m] for m in EPG_METHODS if m in res}

@@ -11,15 +11,13 @@ the body terminates). On locomotion bodies each one also has a forward return: t
 part of brax's reward alone (``reward_forward`` / ``reward_run``), so that an objective that only
 teaches standing still (brax's hopper pays +1 per step for staying up) cannot pass for locomotion.
 
-``meta_test(...)`` returns {env: {method: {...}}}; ``write_outputs`` writes curves.csv,
-meta_test.json and curves.png (matplotlib, Agg backend) into a run directory.
+``meta_test(...)`` returns {env: {method: entry}} in metarl.meta_test_io's schema, which
+``meta_test_io.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import jax
@@ -33,9 +31,9 @@ from metarl.baselines.reinforce import reinforce_loss
 from metarl.envs.core import TaskFamily, repeat_task
 from metarl.envs.families import Plain
 from metarl.inner.td3 import TD3Agent, TD3Config
+from metarl.meta_test_io import mean_curve, method_result
 from metarl.objectives.metagenrl import MetaGenRLObjective
 from metarl.outer.metagrad import learned_loss
-from metarl.runs import write_json_atomic
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
 FLOORS = ("no_update", "zero_action")  # do-nothing baselines, reported for every env
@@ -94,19 +92,13 @@ def _prefix(d: dict) -> dict:
 
 
 def _summ(metrics: dict) -> dict:
-    """Per-method summary: eval_return(s), forward_return(s) on locomotion bodies, the curve."""
-    evals = np.asarray(metrics["eval_return"], dtype=np.float64)     # (seeds,)
-    out = {"eval_returns": evals.tolist(), "eval_return": float(evals.mean())}
-    if "eval_forward_return" in metrics:
-        fwd = np.asarray(metrics["eval_forward_return"], dtype=np.float64)
-        out.update(forward_returns=fwd.tolist(), forward_return=float(fwd.mean()))
-    if "episode_return" in metrics:
-        curve = np.asarray(metrics["episode_return"], dtype=np.float64)  # (seeds, chunks)
-        with np.errstate(all="ignore"):
-            mean_curve = np.nanmean(curve, axis=0)
-        out.update(env_steps=np.asarray(metrics["env_steps"])[0].tolist(),
-                   curve=[None if np.isnan(x) else float(x) for x in mean_curve])
-    return out
+    """One method's meta_test_io entry from per-seed metrics: eval_return (seeds,),
+    eval_forward_return (seeds,) on locomotion bodies, episode_return and env_steps (seeds, chunks)."""
+    fwd, curve = metrics.get("eval_forward_return"), metrics.get("episode_return")
+    return method_result(np.asarray(metrics["eval_return"], dtype=np.float64),
+                         None if curve is None else mean_curve(curve),
+                         None if curve is None else np.asarray(metrics["env_steps"])[0],
+                         forward=None if fwd is None else np.asarray(fwd, dtype=np.float64))
 
 
 def combined_loss(module: MetaGenRLObjective, sigma: float):
@@ -157,9 +149,10 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: Me
               ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
               split: str = "test", eval_envs: int = 8, log=print) -> dict:
     """Trains ``num_seeds`` fresh agents per (env, method) on tasks of ``split``; every method sees
-    the same seeds and tasks. Returns {env: {method: summary}} for the methods and the FLOORS
-    (eval_return(s): the deployed policy after ``total_steps`` env steps; forward_return(s) on
-    locomotion bodies; curve: training-episode returns per chunk, for the methods)."""
+    the same seeds and tasks. Returns {env: {method: entry}} (metarl.meta_test_io's schema) for
+    the methods and the FLOORS (return(s): the deployed policy after ``total_steps`` env steps;
+    forward_return(s) on locomotion bodies; curve: training-episode returns per chunk, for the
+    methods)."""
     weights = {"learned": (1.0, 0.0, 0.0), "initial_loss": (1.0, 0.0, 0.0), "td3": (0.0, 1.0, 0.0),
                "reinforce": (0.0, 0.0, 1.0)}
     alphas = {"initial_loss": initial_alpha}
@@ -212,8 +205,8 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: Me
             log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
         for m in [*methods, *FLOORS]:
             fwd_txt = (f", forward {res[m]['forward_return']:.2f}" if "forward_return" in res[m] else "")
-            log(f"meta-test {name} {m:>12s}: eval return {res[m]['eval_return']:.2f}{fwd_txt} "
-                f"(seeds {np.round(res[m]['eval_returns'], 2).tolist()})")
+            log(f"meta-test {name} {m:>12s}: eval return {res[m]['return']:.2f}{fwd_txt} "
+                f"(seeds {np.round(res[m]['returns'], 2).tolist()})")
         out[name] = res
     return out
 
@@ -224,7 +217,7 @@ def per_env_summary(results: dict) -> dict:
     for env, res in results.items():
         d = {}
         for m, r in res.items():
-            d[f"{m}_return"] = r["eval_return"]
+            d[f"{m}_return"] = r["return"]
             if "forward_return" in r:
                 d[f"{m}_forward_return"] = r["forward_return"]
         per[env] = d
@@ -238,47 +231,5 @@ def results_table(results: dict, seen: Sequence[str] = ()) -> str:
         lines.append(f"meta-test {env} ({'seen in meta-training' if env in seen else 'unseen'}):")
         for m, r in res.items():
             fwd = f"  forward {r['forward_return']:9.2f}" if "forward_return" in r else ""
-            lines.append(f"  {m:>12s}  return {r['eval_return']:9.2f}{fwd}")
+            lines.append(f"  {m:>12s}  return {r['return']:9.2f}{fwd}")
     return "\n".join(lines)
-
-
-def write_outputs(run_dir: Path, results: dict, seen: Sequence[str] = ()) -> None:
-    """curves.csv (kind 'train': training-episode returns per chunk; 'eval' / 'eval_forward': the
-    final evaluation, at env_steps = the budget, 0 for the do-nothing floors), meta_test.json,
-    curves.png (curves, floors as horizontal lines)."""
-    run_dir = Path(run_dir)
-    with open(run_dir / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["env", "seen_env", "method", "kind", "env_steps", "episode_return"])
-        for env, res in results.items():
-            budget = max((r["env_steps"][-1] for r in res.values() if r.get("env_steps")), default=0)
-            for m, r in res.items():
-                for s, v in zip(r.get("env_steps", []), r.get("curve", [])):
-                    w.writerow([env, env in seen, m, "train", s, "" if v is None else v])
-                at = 0 if m in FLOORS else budget
-                w.writerow([env, env in seen, m, "eval", at, r["eval_return"]])
-                if "forward_return" in r:
-                    w.writerow([env, env in seen, m, "eval_forward", at, r["forward_return"]])
-    write_json_atomic(run_dir / "meta_test.json", results)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (env, res) in zip(axes[0], results.items()):
-        for m, r in res.items():
-            fwd = f", fwd {r['forward_return']:.1f}" if "forward_return" in r else ""
-            if "curve" in r:
-                y = np.array([np.nan if v is None else v for v in r["curve"]])
-                ax.plot(r["env_steps"], y, label=f"{m} (eval {r['eval_return']:.1f}{fwd})")
-            else:
-                ax.axhline(r["eval_return"], ls="--", lw=1, color="grey" if m == "zero_action" else "k",
-                           label=f"{m} (eval {r['eval_return']:.1f}{fwd})")
-        ax.set_title(f"{env} ({'seen' if env in seen else 'unseen'})")
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training episode return")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(run_dir / "curves.png", dpi=100)
-    plt.close(fig)

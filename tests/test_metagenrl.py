@@ -287,7 +287,7 @@ def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_rewar
     zero = jax.jit(lambda k: first_episode_returns(
         hopper, lambda o, kk: jnp.zeros((o.shape[0], 3)), {}, k, 2, "reward_forward"))(key)
     assert float(zero["return"]) > 50.0 and abs(float(zero["forward_return"])) < 10.0
-    res = {"hopper": {"td3": {"eval_return": 1.0, "forward_return": 0.5}, "no_update": {"eval_return": 2.0}}}
+    res = {"hopper": {"td3": {"return": 1.0, "forward_return": 0.5}, "no_update": {"return": 2.0}}}
     assert per_env_summary(res) == {"hopper": {"td3_return": 1.0, "td3_forward_return": 0.5,
                                                "no_update_return": 2.0}}
 
