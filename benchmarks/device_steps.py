@@ -178,14 +178,17 @@ def step_epg_generation(rec: Record, args) -> int:
     p = locomotion_presets()[preset]
     cfg = p.epg
     env = envs.make(EPG_ENV, episode_length=p.episode_length)
-    P, T, L, E = (cfg.es.population_size, cfg.tasks_per_member, cfg.lifetime.lifetime_steps,
-                  cfg.lifetime.eval_envs)
-    steps = P * T * (L + E * env.episode_length)  # lifetime + evaluation steps, as epg_common counts
-    rec.update(**device_fields(), env=EPG_ENV, env_backend=env.backend, preset=preset, population=P,
-               tasks_per_member=T, lifetime_steps=L, eval_envs=E, episode_length=env.episode_length,
+    population, tasks_per_member = cfg.es.population_size, cfg.tasks_per_member
+    lifetime_steps, eval_envs = cfg.lifetime.lifetime_steps, cfg.lifetime.eval_envs
+    agents = population * tasks_per_member
+    # lifetime + evaluation steps, as epg_common counts
+    steps = agents * (lifetime_steps + eval_envs * env.episode_length)
+    rec.update(**device_fields(), env=EPG_ENV, env_backend=env.backend, preset=preset,
+               population=population, tasks_per_member=tasks_per_member, lifetime_steps=lifetime_steps,
+               eval_envs=eval_envs, episode_length=env.episode_length,
                context_gradient=cfg.lifetime.context_gradient, env_steps_per_generation=steps)
-    log(f"EPG {EPG_ENV} preset {preset}: population {P} x {T} tasks, lifetime {L}, "
-        f"{steps:,} env steps per generation")
+    log(f"EPG {EPG_ENV} preset {preset}: population {population} x {tasks_per_member} tasks, "
+        f"lifetime {lifetime_steps}, {steps:,} env steps per generation")
     epg = EPG(env, cfg)
     _, _, state, gen = epg.make_es(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(1)
@@ -214,10 +217,10 @@ def step_epg_generation(rec: Record, args) -> int:
                       fitness_mean=float(info["mean"]), nonfinite=int(info["nonfinite"]),
                       peak_memory_gb=peak_memory_gb())
         if raw is None:  # raw env.step of as many envs, once the headline figure is safe
-            raw_sps, raw_c = raw_steps_per_s(env, P * T, steps=min(L, 1000), repeats=2)
-            raw = dict(raw_env_steps_per_s=raw_sps, raw_envs=P * T, raw_scan_steps=min(L, 1000),
-                       raw_compile_s=round(raw_c, 2))
-            log(f"raw env.step at {P * T} envs: {raw_sps:,.0f} steps/s (compile {raw_c:.1f} s)")
+            raw_sps, raw_c = raw_steps_per_s(env, agents, steps=min(lifetime_steps, 1000), repeats=2)
+            raw = dict(raw_env_steps_per_s=raw_sps, raw_envs=agents,
+                       raw_scan_steps=min(lifetime_steps, 1000), raw_compile_s=round(raw_c, 2))
+            log(f"raw env.step at {agents} envs: {raw_sps:,.0f} steps/s (compile {raw_c:.1f} s)")
         rec.update(**fields, **raw, epg_over_raw=fields["epg_env_steps_per_s"] / raw["raw_env_steps_per_s"])
         if args.budget and rec.elapsed() + gen_s[-1] > args.budget:
             break

@@ -44,10 +44,10 @@ from metarl.epg import EPG, EPGConfig
 from metarl.inner.epg_lifetime import LifetimeConfig
 from metarl.outer.es import ESConfig
 
-QUICK = {"random_reacher": dict(P=16, T=2, lifetime=640, episode=50, eval_envs=2),
-         "goal_ant": dict(P=8, T=1, lifetime=256, episode=100, eval_envs=1)}
-FULL = {"random_reacher": dict(P=256, T=4, lifetime=8192, episode=50, eval_envs=4),
-        "goal_ant": dict(P=64, T=4, lifetime=8192, episode=1000, eval_envs=4)}
+QUICK = {"random_reacher": dict(population=16, tasks_per_member=2, lifetime=640, episode=50, eval_envs=2),
+         "goal_ant": dict(population=8, tasks_per_member=1, lifetime=256, episode=100, eval_envs=1)}
+FULL = {"random_reacher": dict(population=256, tasks_per_member=4, lifetime=8192, episode=50, eval_envs=4),
+        "goal_ant": dict(population=64, tasks_per_member=4, lifetime=8192, episode=1000, eval_envs=4)}
 # MetaGenRL: QUICK follows experiments/metagenrl.py's ``cpu`` preset, FULL its ``paper`` sizes
 # (one env group).
 def _metagenrl_sizes(preset: str) -> dict:
@@ -83,13 +83,14 @@ def compiled_generation(env, s, context_gradient: bool):
     """(compile s, compiled generation, initial ES state, env steps per generation)."""
     life = LifetimeConfig(lifetime_steps=s["lifetime"], eval_envs=s["eval_envs"],
                           context_gradient=context_gradient)
-    cfg = EPGConfig(life, ESConfig(population_size=s["P"], generations=100), tasks_per_member=s["T"])
+    cfg = EPGConfig(life, ESConfig(population_size=s["population"], generations=100),
+                    tasks_per_member=s["tasks_per_member"])
     epg = EPG(env, cfg)
     es, params, state, gen = epg.make_es(jax.random.PRNGKey(0))
     c_s, f = compile_jit(gen, state, jax.random.PRNGKey(1))
     out_state = jax.eval_shape(gen, state, jax.random.PRNGKey(1))[0]
     state = jax.tree_util.tree_map(lambda x, o: jnp.asarray(x, o.dtype), state, out_state)
-    steps = s["P"] * s["T"] * (s["lifetime"] + s["eval_envs"] * env.episode_length)
+    steps = s["population"] * s["tasks_per_member"] * (s["lifetime"] + s["eval_envs"] * env.episode_length)
     return c_s, f, state, steps
 
 
@@ -300,8 +301,8 @@ def main():
     for name in [n for n in args.envs.split(",") if n]:
         s = sizes[name]
         env = envs.make(name, episode_length=s["episode"])
-        B = s["P"] * s["T"]
-        raw, raw_c = raw_steps_per_s(env, B, steps=min(s["lifetime"], 500), repeats=3)
+        epg_agents = s["population"] * s["tasks_per_member"]
+        raw, raw_c = raw_steps_per_s(env, epg_agents, steps=min(s["lifetime"], 500), repeats=3)
         progs = {m: compiled_generation(env, s, MODES[m]) for m in modes}
         best = {m: float("inf") for m in modes}
         states = {m: progs[m][2] for m in modes}
@@ -309,12 +310,12 @@ def main():
             for m in modes:
                 dt, states[m] = time_generations(progs[m][1], states[m], args.generations, 10 + 100 * r)
                 best[m] = min(best[m], dt)
-        raw = max(raw, raw_steps_per_s(env, B, steps=min(s["lifetime"], 500), repeats=3)[0])
+        raw = max(raw, raw_steps_per_s(env, epg_agents, steps=min(s["lifetime"], 500), repeats=3)[0])
         for m in modes:
             c_s, _, _, steps = progs[m]
             sps = steps / best[m]
             ratio = sps / raw
-            rows.append([name, env.backend, m, B, s["lifetime"], f"{raw:,.0f}", f"{sps:,.0f}",
+            rows.append([name, env.backend, m, epg_agents, s["lifetime"], f"{raw:,.0f}", f"{sps:,.0f}",
                          f"{ratio:.2f}", f"{best[m]:.2f}", f"{c_s:.1f}", f"{raw_c:.1f}"])
             heads.append(f"inner_loop_overhead {name}{'' if m == 'exact' else ' context=' + m}: {ratio:.2f}")
             print(rows[-1], flush=True)

@@ -4,10 +4,11 @@
   brax's own PPO trainer is not run: it calls ``jax.device_put_replicated``, which jax 0.10 removed
   (its last figure, on jax 0.9.2, stays in RESULTS.md's ``ppo_vs_brax`` section).
 - TD3: the ``TD3Agent`` lifetime (metarl/inner/td3.py, the code path of MetaGenRL, as
-  ``metarl.baselines.td3.make_train`` runs it minus its metrics) with the default DDPG policy loss
-  and B x 1 transitions (seq_len=1) vs ``rejax.TD3`` on brax reacher, 1 env, one critic update per
-  env step, batch 100, 64-64 networks without layer norm (as rejax's). A diagnostic third trainer,
-  ``ours, layer norm``, is the same agent with MetaGenRL's layer-normed networks: what they cost.
+  ``metarl.inner.frozen_objective.make_train`` runs it minus its metrics) with the default DDPG
+  policy loss and B x 1 transitions (seq_len=1) vs ``rejax.TD3`` on brax reacher, 1 env, one critic
+  update per env step, batch 100, 64-64 networks without layer norm (as rejax's). A diagnostic third
+  trainer, ``ours, layer norm``, is the same agent with MetaGenRL's layer-normed networks: what they
+  cost.
 
 Each library trains with the settings of the parity table (``parity_rows``): what can be matched is,
 what cannot is listed there. Timing: each training function is jit-compiled once (warm-up, reported
@@ -118,7 +119,7 @@ def ours_ppo(env_name: str, p: dict) -> Trainer:
 
 def ours_td3(env_name: str, t: dict, layer_norm: bool = False) -> Trainer:
     """TD3Agent lifetime: init, then total_steps / 2 blocks of (2 x (env step + critic update),
-    DDPG policy update + Polyak), as ``metarl.baselines.td3.make_train`` without its metrics."""
+    DDPG policy update + Polyak), as ``metarl.inner.frozen_objective.make_train`` without its metrics."""
     from metarl.inner.td3 import TD3Agent
 
     env = make_env(env_name)

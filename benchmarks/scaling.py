@@ -1,10 +1,11 @@
 """Scaling of one EPG generation: time vs population size, and vs device count.
 
-Population sweep: P in {4, 8, 16, 32} (T tasks each) on one device, same lifetime; reports
-generation seconds and env-steps/s (compile excluded, reported separately). Device sweep: the same
-generation on a population mesh over 1, 2 and 4 devices (virtual CPU devices via
---xla_force_host_platform_device_count on CPU: a correctness/overhead check, not a speed-up, since
-they share the same cores; real devices on a GPU/TPU host). Headline: ``scaling <env>: ...``.
+Population sweep: population sizes P in {4, 8, 16, 32} (``tasks_per_member`` tasks each) on one
+device, same lifetime; reports generation seconds and env-steps/s (compile excluded, reported
+separately). Device sweep: the same generation on a population mesh over 1, 2 and 4 devices
+(virtual CPU devices via --xla_force_host_platform_device_count on CPU: a correctness/overhead
+check, not a speed-up, since they share the same cores; real devices on a GPU/TPU host). Headline:
+``scaling <env>: ...``.
 
     python -m benchmarks.scaling --quick
 """
@@ -17,11 +18,14 @@ import subprocess
 import sys
 import time
 
-QUICK = dict(env="random_reacher", lifetime=320, T=1, pops=(4, 8, 16, 32), devices=(1, 2, 4), P_dev=16)
-FULL = dict(env="goal_ant", lifetime=8192, T=4, pops=(16, 32, 64, 128), devices=(1, 2, 4, 8), P_dev=64)
+# pops: the population sweep; device_population: the population of the device sweep
+QUICK = dict(env="random_reacher", lifetime=320, tasks_per_member=1, pops=(4, 8, 16, 32), devices=(1, 2, 4),
+             device_population=16)
+FULL = dict(env="goal_ant", lifetime=8192, tasks_per_member=4, pops=(16, 32, 64, 128), devices=(1, 2, 4, 8),
+            device_population=64)
 
 
-def generation_time(env_name, P, T, lifetime, n_devices, generations=3):
+def generation_time(env_name, population, tasks_per_member, lifetime, n_devices, generations=3):
     import jax
     import jax.numpy as jnp
 
@@ -33,7 +37,8 @@ def generation_time(env_name, P, T, lifetime, n_devices, generations=3):
     env = envs.make(env_name)
     mesh = distributed.population_mesh(jax.devices()[:n_devices]) if n_devices > 1 else None
     cfg = EPGConfig(LifetimeConfig(lifetime_steps=lifetime, eval_envs=1),
-                    ESConfig(population_size=P, generations=100), tasks_per_member=T)
+                    ESConfig(population_size=population, generations=100),
+                    tasks_per_member=tasks_per_member)
     epg = EPG(env, cfg, mesh=mesh)
     es, params, state, gen = epg.make_es(jax.random.PRNGKey(0))
     kw = {"out_shardings": distributed.replicated(mesh)} if mesh is not None else {}
@@ -47,8 +52,9 @@ def generation_time(env_name, P, T, lifetime, n_devices, generations=3):
         state, info = f(state, jax.random.PRNGKey(g))
     jax.block_until_ready(info)
     gen_s = (time.perf_counter() - t) / generations
-    steps = P * T * (lifetime + env.episode_length)
-    return {"P": P, "devices": n_devices, "gen_s": gen_s, "steps_per_s": steps / gen_s, "compile_s": compile_s}
+    steps = population * tasks_per_member * (lifetime + env.episode_length)
+    return {"population": population, "devices": n_devices, "gen_s": gen_s, "steps_per_s": steps / gen_s,
+            "compile_s": compile_s}
 
 
 def main():
@@ -60,11 +66,13 @@ def main():
     s = FULL if args.full else QUICK
     if args.child:  # device sweep runs in a child that sees several devices
         n = int(args.child)
-        print(json.dumps(generation_time(s["env"], s["P_dev"], s["T"], s["lifetime"], n)))
+        print(json.dumps(generation_time(s["env"], s["device_population"], s["tasks_per_member"],
+                                         s["lifetime"], n)))
         return
     from benchmarks.common import markdown_table, section_preamble, write_section
 
-    pop_rows = [generation_time(s["env"], P, s["T"], s["lifetime"], 1) for P in s["pops"]]
+    pop_rows = [generation_time(s["env"], population, s["tasks_per_member"], s["lifetime"], 1)
+                for population in s["pops"]]
     for r in pop_rows:
         print(r, flush=True)
     dev_rows = []
@@ -80,21 +88,23 @@ def main():
         dev_rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
         print(dev_rows[-1], flush=True)
     base = pop_rows[0]
-    t1 = markdown_table(["population", "generation (s)", "env-steps/s", "time / time(P=%d)" % base["P"], "compile (s)"],
-                        [[r["P"], f"{r['gen_s']:.2f}", f"{r['steps_per_s']:,.0f}", f"{r['gen_s'] / base['gen_s']:.2f}",
-                          f"{r['compile_s']:.1f}"] for r in pop_rows])
+    t1 = markdown_table(["population", "generation (s)", "env-steps/s", "time / time(P=%d)" % base["population"],
+                         "compile (s)"],
+                        [[r["population"], f"{r['gen_s']:.2f}", f"{r['steps_per_s']:,.0f}",
+                          f"{r['gen_s'] / base['gen_s']:.2f}", f"{r['compile_s']:.1f}"] for r in pop_rows])
     d0 = dev_rows[0]
     t2 = markdown_table(["devices", "generation (s)", "env-steps/s", "time / time(1 device)", "compile (s)"],
                         [[r["devices"], f"{r['gen_s']:.2f}", f"{r['steps_per_s']:,.0f}", f"{r['gen_s'] / d0['gen_s']:.2f}",
                           f"{r['compile_s']:.1f}"] for r in dev_rows])
     body = section_preamble("Scaling of an EPG generation (`scaling.py`)") + (
-        f"- env {s['env']}, lifetime {s['lifetime']}, {s['T']} task(s) per member; devices: "
+        f"- env {s['env']}, lifetime {s['lifetime']}, {s['tasks_per_member']} task(s) per member; devices: "
         f"{'real' if args.full else 'virtual CPU devices sharing the same 2 cores (overhead check)'}; "
-        f"device sweep at population {s['P_dev']}.\n\n" + t1 + "\n\n" + t2 + "\n")
+        f"device sweep at population {s['device_population']}.\n\n" + t1 + "\n\n" + t2 + "\n")
     write_section("scaling", body)
     last = pop_rows[-1]
-    print(f"scaling {s['env']}: P={last['P']} takes {last['gen_s'] / base['gen_s']:.2f}x the time of "
-          f"P={base['P']}; {nmax} devices take {dev_rows[-1]['gen_s'] / d0['gen_s']:.2f}x one device")
+    print(f"scaling {s['env']}: P={last['population']} takes {last['gen_s'] / base['gen_s']:.2f}x the "
+          f"time of P={base['population']}; {nmax} devices take "
+          f"{dev_rows[-1]['gen_s'] / d0['gen_s']:.2f}x one device")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Evolved Policy Gradients: the EPG loss, its inner loop and the ES outer loop, wired together.
 
 ``EPG(env, lifetime_cfg, es_cfg, tasks_per_member, common_random_numbers)`` builds
-- ``fitness_fn(population, key, f) -> (P,)``: each member's loss trains ``tasks_per_member`` fresh
-  agents on train-split tasks (vmapped over members x tasks: one compiled call per generation);
-  fitness = mean evaluation return after the lifetime;
+- ``fitness_fn(population, key, ppo_factor) -> (population_size,)``: each member's loss trains
+  ``tasks_per_member`` fresh agents on train-split tasks (vmapped over members x tasks: one compiled
+  call per generation); fitness = mean evaluation return after the lifetime;
 - ``generation(es_state, key)``: one evosax ask/evaluate/tell step, jitted whole.
 """
 from __future__ import annotations
@@ -53,8 +53,9 @@ class EPG:
         self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False,
                                            with_no_update_eval=True)
         self.tasks_per_member = config.tasks_per_member
-        # one jitted train_agents shared by held-out evaluations and the meta-test (one compile)
-        self.jit_train_agents = jax.jit(self.train_agents)
+        # one jitted train_agents shared by held-out evaluations and the meta-test (one compile):
+        # jit_train_agents(loss_params, tasks, keys, meta_test=True)
+        self.jit_train_agents = jax.jit(self.train_agents, static_argnames="meta_test")
 
     def init_loss(self, key):
         """phi_0: the initial (random) loss parameters; the ES mean starts here."""
@@ -66,21 +67,35 @@ class EPG:
         """n tasks of the split, (n, ...) pytree."""
         return jax.vmap(lambda k: self.env.sample_task(k, split))(jax.random.split(key, n))
 
-    def train_agents(self, loss_params, tasks, keys, f):
-        """Each loss in ``loss_params`` (leading axis P) trains one fresh agent per task.
+    def train_agents(self, loss_params, tasks, keys, ppo_factor=None, *, meta_test: bool = False):
+        """Each loss in ``loss_params`` (leading axis: members) trains one fresh agent per task.
 
-        tasks/keys: shared by all members, (T, ...) and (T, 2), or per member, (P, T, ...) and
-        (P, T, 2). ``f``: the PPO mixing factor; None trains with the learned loss alone (meta-test).
-        Returns lifetime metrics with leading axes (P, T).
+        tasks/keys: shared by all members, (tasks, ...) and (tasks, 2), or per member,
+        (members, tasks, ...) and (members, tasks, 2).
+
+        Which program trains them:
+        - ``meta_test=False`` (ES fitness): the meta-training lifetime, whose inner loss mixes in PPO
+          by ``ppo_factor`` f (required): (1 - f) L_phi + f L_PPO (L_PPO + L_phi when residual);
+        - ``meta_test=True`` (held-out evaluations and the meta-test): the learned loss alone, f = 0
+          (L_PPO + L_phi when residual), in a program without the PPO term that also evaluates each
+          agent before its first update (the no-update baseline); takes no ``ppo_factor``.
+        Returns lifetime metrics with leading axes (members, tasks).
         """
-        lifetime = self.lifetime if f is not None else self.test_lifetime
+        if meta_test:
+            if ppo_factor is not None:
+                raise ValueError("train_agents(meta_test=True) trains with f = 0: no ppo_factor")
+            lifetime, ppo_factor = self.test_lifetime, 0.0
+        else:
+            if ppo_factor is None:
+                raise ValueError("train_agents needs a ppo_factor (or meta_test=True: f = 0)")
+            lifetime = self.lifetime
         per_member = jax.vmap(lifetime, in_axes=(None, 0, 0, None))  # over tasks
         shared = keys.ndim == 2
         axes = (0, None, None, None) if shared else (0, 0, 0, None)
-        return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, f)
+        return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, ppo_factor)
 
-    def fitness_fn(self, population, key, f):
-        """Mean evaluation return after a lifetime on train tasks, (P,)."""
+    def fitness_fn(self, population, key, ppo_factor):
+        """Mean evaluation return after a lifetime on train tasks, (population_size,)."""
         population = shard_population(population, self.mesh)
         pop_size = jax.tree_util.tree_leaves(population)[0].shape[0]
         n = self.tasks_per_member
@@ -90,7 +105,7 @@ class EPG:
         else:
             tasks = jax.vmap(lambda k: self.sample_tasks(k, n))(jax.random.split(k_task, pop_size))
             keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(k_agent, pop_size))
-        return self.train_agents(population, tasks, keys, f)["eval_return"].mean(axis=1)
+        return self.train_agents(population, tasks, keys, ppo_factor)["eval_return"].mean(axis=1)
 
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at phi_0."""

@@ -24,7 +24,8 @@ def epg_compare_losses(epg, loss_a, loss_b, key, num_agents: int, split: str = "
     """
     k_tasks, k_agents = jax.random.split(key)
     tasks = epg.sample_tasks(k_tasks, num_agents, split)
-    out = epg.jit_train_agents(stack(loss_a, loss_b), tasks, jax.random.split(k_agents, num_agents), None)
+    out = epg.jit_train_agents(stack(loss_a, loss_b), tasks, jax.random.split(k_agents, num_agents),
+                               meta_test=True)
     r = np.asarray(jax.device_get(out["eval_return_sampled"])).mean(axis=1)
     return float(r[0]), float(r[1])
 
@@ -68,7 +69,7 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
     agent_keys = jax.random.split(k_agents, num_agents)
     # Both losses in one compiled call: leading axis 2 = (learned, initial); same tasks and seeds.
     out = jax.device_get(epg.jit_train_agents(stack(learned_params, initial_params), tasks,
-                                              agent_keys, None))
+                                              agent_keys, meta_test=True))
     ppo_cfg = ppo_config or meta_test_ppo_config(lc)
     ppo = jax.device_get(jax.jit(jax.vmap(make_ppo_train(epg.env, ppo_cfg)))(
         jax.random.split(k_ppo, num_agents), tasks)[1])

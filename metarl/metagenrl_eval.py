@@ -26,10 +26,10 @@ import numpy as np
 
 from metarl import envs as envs_lib
 from metarl.baselines import ppo as ppo_lib
-from metarl.baselines import td3 as td3_lib
 from metarl.baselines.reinforce import reinforce_loss
 from metarl.envs.core import TaskFamily, repeat_task
 from metarl.envs.families import Plain
+from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.meta_test_io import mean_curve, method_result
 from metarl.objectives.metagenrl import MetaGenRLObjective
@@ -101,10 +101,12 @@ def _summ(metrics: dict) -> dict:
                          forward=None if fwd is None else np.asarray(fwd, dtype=np.float64))
 
 
-def combined_loss(module: MetaGenRLObjective, sigma: float):
-    """policy_loss factory whose params {'w': (3,), 'alpha'} select L_alpha, DDPG or REINFORCE:
-    loss = w0 L_alpha + w1 (-Q1) + w2 REINFORCE. One compiled program then trains every method of
-    the TD3 harness side by side (vmap over method x seed), which saves a compile per method."""
+def harness_policy_loss(module: MetaGenRLObjective, sigma: float):
+    """The frozen-objective harness's policy loss (a ``policy_loss`` factory for
+    ``metarl.inner.frozen_objective.make_train``), a weighted mix whose params {'w': (3,), 'alpha'}
+    select L_alpha, DDPG or REINFORCE: loss = w0 L_alpha + w1 (-Q1) + w2 REINFORCE. One compiled
+    program then trains every method of the harness side by side (vmap over method x seed), which
+    saves a compile per method."""
 
     def factory(agent):
         lf = learned_loss(module, agent)
@@ -185,8 +187,9 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: Me
         harness = [m for m in methods if m in TD3_HARNESS]
         if harness:
             t0 = time.time()
-            train = td3_lib.make_train(env, td3_config, total_steps, num_chunks,
-                                       combined_loss(module, td3_config.expl_noise), evaluate=evaluate)
+            train = frozen_objective.make_train(env, td3_config, total_steps, num_chunks,
+                                                harness_policy_loss(module, td3_config.expl_noise),
+                                                evaluate=evaluate)
             M = len(harness)
             params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),
                       "alpha": jax.tree_util.tree_map(

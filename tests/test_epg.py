@@ -167,6 +167,20 @@ def test_inner_loop_is_deterministic_for_a_fixed_key(small_epg):
     assert not np.allclose(a["curve"], c["curve"], equal_nan=True)
 
 
+def test_train_agents_names_its_program(small_epg):
+    """The ES-fitness program needs the PPO factor f; the meta-test program (f = 0) takes none."""
+    phi = small_epg.init_loss(jax.random.PRNGKey(0))
+    phis = jax.tree_util.tree_map(lambda x: x[None], phi)
+    tasks = small_epg.sample_tasks(jax.random.PRNGKey(1), 1)
+    keys = jax.random.split(jax.random.PRNGKey(2), 1)
+    with pytest.raises(ValueError, match="ppo_factor"):
+        small_epg.train_agents(phis, tasks, keys)
+    with pytest.raises(ValueError, match="no ppo_factor"):
+        small_epg.train_agents(phis, tasks, keys, 0.5, meta_test=True)
+    with pytest.raises(ValueError, match="no ppo_factor"):
+        small_epg.jit_train_agents(phis, tasks, keys, 0.0, meta_test=True)
+
+
 def test_es_generation_improves_toy_objective_and_ranks_nan_last():
     target = {"w": jnp.arange(6.0).reshape(2, 3) / 6, "b": jnp.array([0.5])}
     sol = jax.tree_util.tree_map(jnp.zeros_like, target)

@@ -294,7 +294,7 @@ def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_rewar
 
 def test_td3_learns_random_reacher_above_random():
     from metarl import envs
-    from metarl.baselines.td3 import make_train
+    from metarl.inner.frozen_objective import make_train
     from metarl.evaluate_policy import episode_return
 
     env = envs.make("random_reacher")

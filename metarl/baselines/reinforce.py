@@ -1,4 +1,5 @@
-"""Off-policy REINFORCE with GAE, as the MetaGenRL paper's baseline, in the TD3 harness.
+"""Off-policy REINFORCE with GAE, as the MetaGenRL paper's baseline, in the frozen-objective
+(TD3) harness ``metarl.inner.frozen_objective``.
 
 Simplification (documented): the policy is the deterministic tanh actor with its Gaussian exploration
 noise taken as the behaviour distribution, pi(a|s) = N(pi_phi(s), sigma^2), and there is no
@@ -31,7 +32,7 @@ def gae_subtrajectory(reward, value, next_value, terminal, mask, gamma: float, l
 
 
 def reinforce_loss(sigma: float = 0.1, gamma: float = 0.99, lam: float = 0.95):
-    """policy_loss factory for ``metarl.baselines.td3.make_train``."""
+    """policy_loss factory for ``metarl.inner.frozen_objective.make_train``."""
 
     def factory(agent: TD3Agent):
         def loss(_params, policy_params, critic_params, batch):

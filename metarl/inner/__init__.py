@@ -1,1 +1,2 @@
-"""Inner-loop learners: the on-policy EPG lifetime and the off-policy TD3 agent."""
+"""Inner-loop learners: the on-policy EPG lifetime, the off-policy TD3 agent and the
+frozen-objective harness (fresh TD3 agents trained by a fixed policy loss: MetaGenRL's meta-test)."""

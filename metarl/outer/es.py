@@ -1,7 +1,8 @@
 """Evolution-strategies outer loop on evosax (0.3 API).
 
 The outer loop is agnostic of what it evolves: it needs ``solution`` (a parameter pytree, e.g. the
-EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (P,)`` (higher is better).
+EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (population_size,)`` (higher
+is better).
 OpenES by default, as openai/EPG: Adam with beta1 = 0 and a learning rate falling linearly from 1e-2 to
 1e-3 over the first half of the generations (then constant), sigma 0.01, centred ranks, and the L2
 penalty as weight decay on the ES gradient (``optax.add_decayed_weights(0.001)`` before Adam, the
@@ -121,8 +122,8 @@ def make_strategy(cfg: ESConfig, solution):
 def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
 
-    info: 'returns' (P,), 'mean'/'max'/'min' of finite returns, 'nonfinite' count, 'ppo_factor',
-    'best_member' (the generation's best parameters as a flat vector).
+    info: 'returns' (population_size,), 'mean'/'max'/'min' of finite returns, 'nonfinite' count,
+    'ppo_factor', 'best_member' (the generation's best parameters as a flat vector).
     """
 
     def generation(es_state, key):

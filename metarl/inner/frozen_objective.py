@@ -1,5 +1,13 @@
-"""TD3/DDPG lifetime (critic-only policy gradient -Q1(s, pi(s))) and the same lifetime with any
-pluggable policy loss, e.g. a frozen learned objective L_alpha or off-policy REINFORCE.
+"""The frozen-objective harness: fresh TD3-style agents trained by a fixed policy loss.
+
+This is MetaGenRL's meta-test learner (Kirsch et al., 2020): each agent is a fresh TD3 agent (twin
+critics learned by TD3 as usual) whose policy is updated only by a given, never-changing policy
+loss: a frozen learned objective L_alpha, the initial (random) objective, DDPG's -Q1(s, pi(s)) (then
+it is plain TD3) or off-policy REINFORCE (``metarl.baselines.reinforce``), or any weighted mix of
+them (``metarl.metagenrl_eval.harness_policy_loss``). It lives in ``metarl/inner/`` beside the other
+agent lifetimes (``epg_lifetime.py``: an EPG agent's lifetime under a given EPG loss) because it is not a
+baseline of its own but the inner loop every MetaGenRL meta-test method runs in; the baselines it
+runs are losses plugged into it.
 
 Standard TD3 in the agent's updates: the policy's gradient is clipped, the critics' is not. The
 deployed (evaluated) policy is the deterministic actor pi_phi(s), without exploration noise.

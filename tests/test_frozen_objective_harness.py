@@ -1,0 +1,102 @@
+"""The frozen-objective harness (metarl.inner.frozen_objective) and its policy loss
+(metarl.metagenrl_eval.harness_policy_loss): the weights select L_alpha, DDPG or REINFORCE, DDPG's
+weight gives TD3's own policy update, and a zero objective never moves the policy."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metarl import envs
+from metarl.baselines.reinforce import reinforce_loss
+from metarl.inner.frozen_objective import make_train
+from metarl.inner.td3 import TD3Agent, TD3Config
+from metarl.metagenrl_eval import harness_policy_loss
+from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
+from metarl.outer.metagrad import learned_loss
+
+DDPG, LEARNED, REINFORCE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+
+
+def _setup():
+    env = envs.make("goal_point", episode_length=20)
+    cfg = TD3Config(hidden=(16, 16), random_steps=40, replay_size=200, batch_size=8, seq_len=4)
+    return env, cfg, MetaGenRLObjective(lstm_features=8, hidden=8)
+
+
+def _batch(key, B, T, obs=2, act=2):
+    k = jax.random.split(key, 4)
+    s = jax.random.normal(k[0], (B, T + 1, obs))  # consecutive states: next_obs[t] = obs[t + 1]
+    return {"obs": s[:, :-1], "next_obs": s[:, 1:],
+            "action": jax.random.uniform(k[1], (B, T, act), minval=-1, maxval=1),
+            "reward": jax.random.normal(k[2], (B, T)), "done": jnp.zeros((B, T)),
+            "terminal": jnp.zeros((B, T)), "mask": jnp.ones((B, T)).at[0, 3:].set(0.0)}
+
+
+def _close(a, b, rtol=1e-6, atol=1e-7):
+    chex.assert_trees_all_equal_structs(a, b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_weights_select_each_term_and_ddpgs_gives_td3s_policy_update():
+    env, cfg, module = _setup()
+    agent = TD3Agent(env, cfg)
+    s = agent.init(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
+    alpha = init_objective(jax.random.PRNGKey(2), module)
+    batch = _batch(jax.random.PRNGKey(3), cfg.batch_size, cfg.seq_len)
+    harness = harness_policy_loss(module, cfg.expl_noise)(agent)
+
+    def with_weights(w):
+        return lambda pol, cri, b: harness({"w": jnp.array(w), "alpha": alpha}, pol, cri, b)
+
+    @jax.jit
+    def run(s, batch):
+        vg = lambda f: jax.value_and_grad(f)(s.policy, s.critic, batch)
+        refs = {"learned": vg(lambda p, c, b: learned_loss(module, agent)(alpha, p, c, b)),
+                "reinforce": vg(lambda p, c, b: reinforce_loss(cfg.expl_noise)(agent)(None, p, c, b))}
+        ours = {"learned": vg(with_weights(LEARNED)), "reinforce": vg(with_weights(REINFORCE))}
+        # TD3's policy step (default loss: DDPG's -Q1(s, pi(s))) and the harness's with DDPG's weight
+        return (refs, ours, agent.policy_update(s, None, batch),
+                agent.policy_update(s, with_weights(DDPG), batch))
+
+    refs, ours, (td3_s, td3_loss), (h_s, h_loss) = run(s, batch)
+    _close(ours, refs, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(float(h_loss), float(td3_loss), rtol=1e-6)
+    _close(h_s, td3_s)  # policy, optimiser state, both targets, key: the same update
+    moved = max(float(jnp.abs(a - b).max()) for a, b in
+                zip(jax.tree_util.tree_leaves(td3_s.policy), jax.tree_util.tree_leaves(s.policy)))
+    assert moved > 1e-5
+    # the three terms are different losses: the weights really select
+    vals = [float(refs["learned"][0]), float(refs["reinforce"][0]), float(td3_loss)]
+    assert len({round(v, 6) for v in vals}) == 3, vals
+
+
+def test_zero_learned_objective_never_moves_the_policy_and_shapes():
+    """Fresh agents trained by the harness with L_alpha's weight on an all-zero objective: the
+    critics learn, the policy stays exactly at its initialisation, and the state and metrics keep
+    their shapes."""
+    env, cfg, module = _setup()
+    zero = jax.tree_util.tree_map(jnp.zeros_like, init_objective(jax.random.PRNGKey(5), module))
+    seeds, chunks = 2, 3
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    tasks = jax.vmap(lambda k: env.sample_task(k, "train"))(keys)
+    params = {"w": jnp.array([LEARNED] * seeds),
+              "alpha": jax.tree_util.tree_map(lambda z: jnp.stack([z] * seeds), zero)}
+    train = make_train(env, cfg, total_steps=120, num_chunks=chunks,
+                       policy_loss=harness_policy_loss(module, cfg.expl_noise), eval_envs=2)
+    state, m = jax.jit(jax.vmap(train))(keys, tasks, params)
+
+    agent = TD3Agent(env, cfg)
+    # make_train's own key split: the same fresh agents
+    s0 = jax.jit(jax.vmap(lambda k, t: agent.init(jax.random.split(k)[0], t)))(keys, tasks)
+    chex.assert_trees_all_equal_shapes_and_dtypes(state, s0)
+    chex.assert_shape(m["episode_return"], (seeds, chunks))
+    chex.assert_shape(m["env_steps"], (seeds, chunks))
+    chex.assert_shape(m["eval_return"], (seeds,))
+    chex.assert_tree_all_finite(m["eval_return"])
+    np.testing.assert_array_equal(np.asarray(m["env_steps"][0]), [40, 80, 120])
+    np.testing.assert_array_equal(np.asarray(state.step), [120] * seeds)
+    chex.assert_trees_all_equal(state.policy, s0.policy)
+    critic_moved = max(float(jnp.abs(a - b).max()) for a, b in
+                       zip(jax.tree_util.tree_leaves(state.critic), jax.tree_util.tree_leaves(s0.critic)))
+    assert critic_moved > 1e-3
