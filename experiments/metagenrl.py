@@ -86,6 +86,9 @@ def parser():
     ap.add_argument("--test-envs", default=None, help="comma-separated meta-test envs")
     ap.add_argument("--meta-iterations", type=int, default=None)
     ap.add_argument("--agents-per-env", type=int, default=None)
+    ap.add_argument("--lookahead-step", type=float, default=None,
+                    help="eta of the lookahead phi' = phi - eta grad L_alpha on the mean (the original's "
+                         "lr 1e-3 on its 100 x 20 sum is 2.0)")
     ap.add_argument("--methods", default=None,
                     help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
                          "td3, reinforce, ppo)")
@@ -124,7 +127,8 @@ def build_config(args):
         if "learned" not in methods:
             raise ConfigError(f"--methods {args.methods!r} must include 'learned'")
     meta = dict(P["meta"])
-    for flag, field in (("meta_iterations", "meta_iterations"), ("agents_per_env", "agents_per_env")):
+    for flag, field in (("meta_iterations", "meta_iterations"), ("agents_per_env", "agents_per_env"),
+                        ("lookahead_step", "lookahead_step")):
         if getattr(args, flag) is not None:
             meta[field] = getattr(args, flag)
     if args.checkpoint_every <= 0:
