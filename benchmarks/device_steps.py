@@ -234,8 +234,8 @@ def step_metagenrl_iteration(rec: Record, args) -> int:
 
     from experiments.metagenrl import PRESETS
     from metarl import envs
+    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
     paper = PRESETS["paper"]
     sizes = PRESETS["smoke"] if args.check else paper
@@ -247,7 +247,7 @@ def step_metagenrl_iteration(rec: Record, args) -> int:
                agents=A, steps_per_iteration=K, meta_batch=cfg.meta_batch,
                replay_size=cfg.td3.replay_size, hidden=list(cfg.td3.hidden))
     log(f"MetaGenRL on {','.join(names)}: {A} agents x {K} steps per meta-iteration")
-    trainer = MetaTrainer([envs.make(n) for n in names], cfg)
+    trainer = make_trainer([envs.make(n) for n in names], cfg)
     t = time.perf_counter()
     state = jax.block_until_ready(trainer.init(jax.random.PRNGKey(0)))  # replay buffers included
     rec.update(init_s=round(time.perf_counter() - t, 2), peak_memory_gb=peak_memory_gb())

@@ -107,8 +107,8 @@ def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int, agents:
     """MetaGenRL meta-iteration env-steps/s vs raw env.step of the same number of envs.
 
     ``agents``: agents_per_env instead of the sizes' own (the population the step is vmapped over)."""
+    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
     env = envs.make(name)
     meta = dict(sizes["meta"], **({"agents_per_env": agents} if agents else {}))
@@ -116,7 +116,7 @@ def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int, agents:
                           **meta).validate()
     A, K = cfg.agents_per_env, cfg.steps_per_iteration
     raw, raw_c = raw_steps_per_s(env, A, steps=K, repeats=3)
-    trainer = MetaTrainer([env], cfg)
+    trainer = make_trainer([env], cfg)
     state = trainer.init(jax.random.PRNGKey(0))
     c_s, f = compile_jit(trainer.iteration, state, donate_argnums=0)
     best = float("inf")
@@ -161,17 +161,18 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     """Seconds per env step of one MetaGenRL agent, of a standard TD3 agent (100 single transitions)
     and of a TD3 agent on the same B x T batches, measured in this process; and the pieces of the
     MetaGenRL agent-step, each timed alone. Returns {'costs': {...}, 'pieces': {...}, ...}."""
+    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Agent, TD3Config
     from metarl.objectives.metagenrl import _BackwardLSTM
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer, learned_loss, meta_objective
+    from metarl.outer.metagrad import meta_objective
 
     env = envs.make(name)
     cfg = MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **dict(sizes["meta"], agents_per_env=1)).validate()
     td3 = cfg.td3
     d = td3.policy_delay
     blocks = max(1, steps // d)
-    trainer = MetaTrainer([env], cfg)
-    agent = trainer.agents[0]
+    trainer = make_trainer([env], cfg)
+    agent, objective = trainer.learners[0], trainer.objective
     alpha = init_alpha = trainer.init(jax.random.PRNGKey(0)).alpha
     task = env.sample_task(jax.random.PRNGKey(1), "train")
     s0 = agent.init(jax.random.PRNGKey(2), task)
@@ -192,8 +193,7 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
 
     # pieces, on the filled MetaGenRL agent's state
     s = states["metagenrl"]
-    J = meta_objective(trainer.module, agent, cfg.lookahead_step, with_policy_grad=True)
-    lossf = learned_loss(trainer.module, agent)
+    J = meta_objective(objective, agent, cfg.lookahead_step, with_policy_grad=True)
     batch = agent.sample(s, jax.random.PRNGKey(3), cfg.meta_batch // 2)
     a, pa = batch["action"], agent.pi(s.policy, batch["obs"])
     z = batch["reward"]
@@ -211,12 +211,12 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     def lookahead_grad(s):  # first-order grad_phi L_alpha on the first half (the policy's gradient)
         s, k = with_key(s)
         b = agent.sample(s, k, cfg.meta_batch // 2)
-        g = jax.grad(lossf, argnums=1)(alpha, s.policy, s.critic, b)
+        g = jax.grad(objective.policy_loss, argnums=1)(alpha, s.policy, b, agent, critic_params=s.critic)
         return s, sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(g))
 
     def objective_net(s):  # forward + backward of L_alpha's network w.r.t. pi(s), on B x T
-        g = jax.grad(lambda p: trainer.module.apply(alpha, a, p + s.step * 1e-9, z, z, z,
-                                                    batch["done"], batch["mask"]))(pa)
+        g = jax.grad(lambda p: objective.module.apply(alpha, a, p + s.step * 1e-9, z, z, z,
+                                                      batch["done"], batch["mask"]))(pa)
         return s.replace(step=s.step + 1), g.sum()
 
     lstm = _BackwardLSTM(cfg.lstm_features)

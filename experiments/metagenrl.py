@@ -109,9 +109,9 @@ def parse(argv):
 
 def build_config(args):
     """Preset plus CLI overrides; raises ConfigError naming any bad value."""
+    from metarl.algorithms.metagenrl import MetaGenRLConfig
     from metarl.inner.td3 import TD3Config
     from metarl.metagenrl_eval import METHODS
-    from metarl.outer.metagrad import MetaGenRLConfig
 
     preset, why = resolve_preset(args.preset)
     P = PRESETS[preset]
@@ -172,12 +172,12 @@ def main(argv=None) -> int:
     import numpy as np
 
     from metarl import envs
+    from metarl.algorithms.metagenrl import make_trainer
     from metarl.baselines.ppo import PPOConfig
     from metarl.checkpoint import RunCheckpointer, save_params
     from metarl.meta_test_io import write_meta_test
     from metarl.metagenrl_eval import FLOORS, METHODS, meta_test, per_env_summary, results_table
     from metarl.metrics_log import MetricsLog
-    from metarl.outer.metagrad import MetaTrainer
     from metarl.runs import enable_compilation_cache
 
     enable_compilation_cache()
@@ -194,8 +194,8 @@ def main(argv=None) -> int:
             "argv": run_argv(argv), "config": dataclasses.asdict(cfg)})
     t_start = time.time()
 
-    trainer = MetaTrainer([envs.make(n) for n in train_names], cfg,
-                          mesh=mesh if jax.device_count() > 1 else None)
+    trainer = make_trainer([envs.make(n) for n in train_names], cfg,
+                           mesh=mesh if jax.device_count() > 1 else None)
     # Host copies with canonical (non-weak) dtypes: the compiled iteration takes exactly these
     # types from a fresh start and from a restored checkpoint alike.
     state = distributed.to_host(trainer.init(jax.random.PRNGKey(args.seed)))
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     # meta-test: fresh agents, no warm start, no objective updates
     td3_cfg = cfg.td3
     T = P["test"]
-    results = meta_test(test_names, alpha, initial_alpha, trainer.module, td3_cfg,
+    results = meta_test(test_names, alpha, initial_alpha, trainer.objective, td3_cfg,
                         T["total_steps"], T["num_chunks"], T["num_seeds"], args.seed,
                         ppo_config=PPOConfig(**P["ppo"]), methods=methods, eval_envs=T["eval_envs"])
     first = results[test_names[0]]

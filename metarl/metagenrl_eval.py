@@ -32,8 +32,7 @@ from metarl.envs.families import Plain
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.meta_test_io import mean_curve, method_result
-from metarl.objectives.metagenrl import MetaGenRLObjective
-from metarl.outer.metagrad import learned_loss
+from metarl.protocols import Objective
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
 FLOORS = ("no_update", "zero_action")  # do-nothing baselines, reported for every env
@@ -101,7 +100,7 @@ def _summ(metrics: dict) -> dict:
                          forward=None if fwd is None else np.asarray(fwd, dtype=np.float64))
 
 
-def harness_policy_loss(module: MetaGenRLObjective, sigma: float):
+def harness_policy_loss(objective: Objective, sigma: float):
     """The frozen-objective harness's policy loss (a ``policy_loss`` factory for
     ``metarl.inner.frozen_objective.make_train``), a weighted mix whose params {'w': (3,), 'alpha'}
     select L_alpha, DDPG or REINFORCE: loss = w0 L_alpha + w1 (-Q1) + w2 REINFORCE. One compiled
@@ -109,12 +108,12 @@ def harness_policy_loss(module: MetaGenRLObjective, sigma: float):
     saves a compile per method."""
 
     def factory(agent):
-        lf = learned_loss(module, agent)
         rf = reinforce_loss(sigma)(agent)
 
         def loss(p, pol, cri, batch):
             w = p["w"]
-            return (w[0] * lf(p["alpha"], pol, cri, batch) + w[1] * agent.ddpg_loss(pol, cri, batch)
+            return (w[0] * objective.policy_loss(p["alpha"], pol, batch, agent, critic_params=cri)
+                    + w[1] * agent.ddpg_loss(pol, cri, batch)
                     + w[2] * rf(None, pol, cri, batch))
 
         return loss
@@ -146,7 +145,7 @@ def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forwar
     return run
 
 
-def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: MetaGenRLObjective,
+def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
               td3_config: TD3Config, total_steps: int, num_chunks: int, num_seeds: int, seed: int,
               ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
               split: str = "test", eval_envs: int = 8, log=print) -> dict:
@@ -188,7 +187,7 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, module: Me
         if harness:
             t0 = time.time()
             train = frozen_objective.make_train(env, td3_config, total_steps, num_chunks,
-                                                harness_policy_loss(module, td3_config.expl_noise),
+                                                harness_policy_loss(objective, td3_config.expl_noise),
                                                 evaluate=evaluate)
             M = len(harness)
             params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),

@@ -25,8 +25,8 @@ def generation_returns(mesh):
 
 
 def metagenrl_iteration(mesh):
+    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
 
     # A small lookahead step: with the original's 2.0, float rounding in near-zero meta-gradient
     # entries (which differs with the reduction order across devices) is amplified by Adam's
@@ -35,7 +35,7 @@ def metagenrl_iteration(mesh):
     cfg = MetaGenRLConfig(td3=TD3Config(hidden=(16,), random_steps=20, replay_size=200, batch_size=4),
                           agents_per_env=4, steps_per_iteration=40, meta_batch=4, warm_start_steps=40,
                           lookahead_step=1e-3)
-    mt = MetaTrainer([envs.make("random_reacher")], cfg, mesh=mesh)
+    mt = make_trainer([envs.make("random_reacher")], cfg, mesh=mesh)
     ms, metrics = jax.jit(mt.iteration)(mt.init(jax.random.PRNGKey(0)))
     alpha = jax.flatten_util.ravel_pytree(distributed.to_host(ms.alpha))[0]
     policy = jax.flatten_util.ravel_pytree(distributed.to_host(ms.groups[0].policy))[0]

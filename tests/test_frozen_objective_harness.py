@@ -11,8 +11,7 @@ from metarl.baselines.reinforce import reinforce_loss
 from metarl.inner.frozen_objective import make_train
 from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.metagenrl_eval import harness_policy_loss
-from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
-from metarl.outer.metagrad import learned_loss
+from metarl.objectives.metagenrl import BackwardLSTMObjective, MetaGenRLObjective
 
 DDPG, LEARNED, REINFORCE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 
@@ -20,7 +19,7 @@ DDPG, LEARNED, REINFORCE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 def _setup():
     env = envs.make("goal_point", episode_length=20)
     cfg = TD3Config(hidden=(16, 16), random_steps=40, replay_size=200, batch_size=8, seq_len=4)
-    return env, cfg, MetaGenRLObjective(lstm_features=8, hidden=8)
+    return env, cfg, BackwardLSTMObjective(MetaGenRLObjective(lstm_features=8, hidden=8))
 
 
 def _batch(key, B, T, obs=2, act=2):
@@ -39,12 +38,12 @@ def _close(a, b, rtol=1e-6, atol=1e-7):
 
 
 def test_weights_select_each_term_and_ddpgs_gives_td3s_policy_update():
-    env, cfg, module = _setup()
+    env, cfg, objective = _setup()
     agent = TD3Agent(env, cfg)
     s = agent.init(jax.random.PRNGKey(0), env.sample_task(jax.random.PRNGKey(1)))
-    alpha = init_objective(jax.random.PRNGKey(2), module)
+    alpha = objective.init(jax.random.PRNGKey(2), agent.obs_size, agent.act_size)
     batch = _batch(jax.random.PRNGKey(3), cfg.batch_size, cfg.seq_len)
-    harness = harness_policy_loss(module, cfg.expl_noise)(agent)
+    harness = harness_policy_loss(objective, cfg.expl_noise)(agent)
 
     def with_weights(w):
         return lambda pol, cri, b: harness({"w": jnp.array(w), "alpha": alpha}, pol, cri, b)
@@ -52,7 +51,7 @@ def test_weights_select_each_term_and_ddpgs_gives_td3s_policy_update():
     @jax.jit
     def run(s, batch):
         vg = lambda f: jax.value_and_grad(f)(s.policy, s.critic, batch)
-        refs = {"learned": vg(lambda p, c, b: learned_loss(module, agent)(alpha, p, c, b)),
+        refs = {"learned": vg(lambda p, c, b: objective.policy_loss(alpha, p, b, agent, critic_params=c)),
                 "reinforce": vg(lambda p, c, b: reinforce_loss(cfg.expl_noise)(agent)(None, p, c, b))}
         ours = {"learned": vg(with_weights(LEARNED)), "reinforce": vg(with_weights(REINFORCE))}
         # TD3's policy step (default loss: DDPG's -Q1(s, pi(s))) and the harness's with DDPG's weight
@@ -75,15 +74,15 @@ def test_zero_learned_objective_never_moves_the_policy_and_shapes():
     """Fresh agents trained by the harness with L_alpha's weight on an all-zero objective: the
     critics learn, the policy stays exactly at its initialisation, and the state and metrics keep
     their shapes."""
-    env, cfg, module = _setup()
-    zero = jax.tree_util.tree_map(jnp.zeros_like, init_objective(jax.random.PRNGKey(5), module))
+    env, cfg, objective = _setup()
+    zero = jax.tree_util.tree_map(jnp.zeros_like, objective.init(jax.random.PRNGKey(5), 2, 2))
     seeds, chunks = 2, 3
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     tasks = jax.vmap(lambda k: env.sample_task(k, "train"))(keys)
     params = {"w": jnp.array([LEARNED] * seeds),
               "alpha": jax.tree_util.tree_map(lambda z: jnp.stack([z] * seeds), zero)}
     train = make_train(env, cfg, total_steps=120, num_chunks=chunks,
-                       policy_loss=harness_policy_loss(module, cfg.expl_noise), eval_envs=2)
+                       policy_loss=harness_policy_loss(objective, cfg.expl_noise), eval_envs=2)
     state, m = jax.jit(jax.vmap(train))(keys, tasks, params)
 
     agent = TD3Agent(env, cfg)

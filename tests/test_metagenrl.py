@@ -11,9 +11,10 @@ import pytest
 
 from metarl.inner import replay as rb
 from metarl.inner.td3 import TD3Agent, TD3Config
-from metarl.objectives.metagenrl import MetaGenRLObjective, MixedUnit, init_objective, mixed_activation
-from metarl.outer.metagrad import (MetaGenRLConfig, learned_loss, lookahead, meta_objective,
-                                   objective_inputs)
+from metarl.algorithms.metagenrl import MetaGenRLConfig
+from metarl.objectives.metagenrl import (BackwardLSTMObjective, MetaGenRLObjective, MixedUnit, init_objective,
+                                         mixed_activation, objective_inputs)
+from metarl.outer.metagrad import lookahead, meta_objective
 
 
 def _fill(capacity, n, done_at):
@@ -110,7 +111,7 @@ def test_meta_gradient_is_nonzero_and_matches_finite_differences():
                  "done": jnp.zeros((B, T), jnp.float64).at[:, 2].set(1.0),
                  "terminal": jnp.zeros((B, T), jnp.float64).at[0, 2].set(1.0),
                  "mask": jnp.ones((B, T), jnp.float64).at[3, 4].set(0.0)}
-        J = jax.jit(meta_objective(module, agent, lookahead_step=0.5))
+        J = jax.jit(meta_objective(BackwardLSTMObjective(module), agent, lookahead_step=0.5))
         g = jax.jit(jax.grad(J))(alpha, pol, cri, batch)
         flat, unravel = jax.flatten_util.ravel_pytree(g)
         assert flat.dtype == jnp.float64 and np.abs(np.asarray(flat)).max() > 1e-6
@@ -124,7 +125,8 @@ def test_meta_gradient_is_nonzero_and_matches_finite_differences():
                                                     jax.tree_util.tree_leaves(d)))
             np.testing.assert_allclose(float(fd), float(an), rtol=1e-4, atol=1e-9)
         # the inner step matters: with lr 0 the meta-loss no longer depends on alpha
-        g0 = jax.jit(jax.grad(meta_objective(module, agent, lookahead_step=0.0)))(alpha, pol, cri, batch)
+        g0 = jax.jit(jax.grad(meta_objective(BackwardLSTMObjective(module), agent, lookahead_step=0.0)))(
+            alpha, pol, cri, batch)
         assert np.abs(np.asarray(jax.flatten_util.ravel_pytree(g0)[0])).max() == 0
 
 
@@ -156,7 +158,8 @@ def test_lookahead_step_is_the_originals_sum_formulation_at_its_batch_size():
     agent, module = _tiny_agent(), MetaGenRLObjective(lstm_features=8, hidden=8)
     pol, cri, alpha = _params(agent, module, jax.random.PRNGKey(0))
     batch = _batch(jax.random.PRNGKey(1), 100, 20)
-    ours, g_mean = jax.jit(lookahead(module, agent, cfg.lookahead_step))(alpha, pol, cri, batch)
+    objective = BackwardLSTMObjective(module)
+    ours, g_mean = jax.jit(lookahead(objective, agent, cfg.lookahead_step))(alpha, pol, cri, batch)
 
     def summed(p):
         a, pi_a, r, v, vn, d, m = objective_inputs(agent, p, cri, batch)
@@ -172,10 +175,10 @@ def test_lookahead_step_is_the_originals_sum_formulation_at_its_batch_size():
     # a config value on the mean: a smaller batch keeps eta, so it no longer equals lr 1e-3 on the sum
     assert MetaGenRLConfig(meta_batch=16).lookahead_step == 2.0
     # the policy step reuses the lookahead's gradient: grad_phi L_alpha on the meta batch's first half
-    J = jax.jit(meta_objective(module, agent, 2.0, with_policy_grad=True))
+    J = jax.jit(meta_objective(objective, agent, 2.0, with_policy_grad=True))
     two = jax.tree_util.tree_map(lambda x: jnp.concatenate([x, x[::-1]]), batch)
     _, g_aux = J(alpha, pol, cri, two)
-    g_ref = jax.grad(learned_loss(module, agent), argnums=1)(alpha, pol, cri, batch)
+    g_ref = jax.grad(objective.policy_loss, argnums=1)(alpha, pol, batch, agent, critic_params=cri)
     for x, y in zip(jax.tree_util.tree_leaves(g_aux), jax.tree_util.tree_leaves(g_ref)):
         np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7)
 
@@ -204,7 +207,8 @@ def test_value_inputs_are_masked_at_every_episode_end_time_limits_included():
     batch = _batch(jax.random.PRNGKey(1), 4, 6)
     # step 2 ends an episode by the time limit (done, not terminal); later steps are masked out
     batch.update(done=batch["done"].at[:, 2].set(1.0), mask=batch["mask"].at[:, 3:].set(0.0))
-    lf = jax.jit(learned_loss(module, agent))
+    lf = jax.jit(lambda alpha, pol, cri, b: BackwardLSTMObjective(module).policy_loss(
+        alpha, pol, b, agent, critic_params=cri))
     base = lf(alpha, pol, cri, batch)
     # s_{t+1} of the time-limit step (next_obs[2]) does not reach L_alpha ...
     moved = dict(batch, next_obs=batch["next_obs"].at[:, 2].add(3.0))
@@ -321,11 +325,11 @@ def test_cli_rejects_unknown_env_with_exit_code_2(tmp_path):
 @pytest.mark.slow
 def test_meta_training_moves_the_objective():
     from metarl import envs
-    from metarl.outer.metagrad import MetaGenRLConfig, MetaTrainer
+    from metarl.algorithms.metagenrl import make_trainer
 
     cfg = MetaGenRLConfig(td3=TD3Config(hidden=(16,), random_steps=20, replay_size=500, batch_size=4),
                           agents_per_env=2, steps_per_iteration=40, meta_batch=4, warm_start_steps=40)
-    mt = MetaTrainer([envs.make("random_reacher"), envs.make("hopper")], cfg)
+    mt = make_trainer([envs.make("random_reacher"), envs.make("hopper")], cfg)
     ms = mt.init(jax.random.PRNGKey(0))
     a0 = jax.flatten_util.ravel_pytree(ms.alpha)[0]
     ms, metrics = jax.jit(mt.iteration)(ms)

@@ -7,6 +7,7 @@ updated every ``policy_delay`` env steps with ``policy_loss(policy_params, state
 (default: DDPG's -Q1(s, pi(s))), its gradient clipped to global norm ``max_grad_norm``; the critics'
 gradient is not clipped. Exploration: Gaussian noise, uniform random actions for the first
 ``random_steps`` steps. Batches are B sub-trajectories of T steps with a validity mask (replay.py).
+``TD3Agent`` is a ``metarl.protocols.Learner``: MetaGenRL's outer loop meta-trains through it.
 """
 from __future__ import annotations
 
@@ -126,6 +127,47 @@ class TD3Agent:
     def sample(self, s: TD3State, key: jax.Array, batch_size: int | None = None) -> dict:
         return rb.sample(s.replay, key, batch_size or self.cfg.batch_size, self.cfg.seq_len)
 
+    # ---- metarl.protocols.Learner (thin views of the above) ------------------------------------
+    @property
+    def obs_size(self) -> int:
+        return self.obs_dim
+
+    @property
+    def act_size(self) -> int:
+        return self.act_dim
+
+    @property
+    def steps_per_block(self) -> int:
+        """Env steps (and critic updates) per policy update: ``policy_delay``."""
+        return self.cfg.policy_delay
+
+    def sample_task(self, key: jax.Array, split: str):
+        return self.env.sample_task(key, split)
+
+    def q1(self, critic_params, obs, action):
+        """Q1(s, a): (...,)."""
+        return self.q(critic_params, obs, action)[0]
+
+    def draw_batch(self, s: TD3State, n: int) -> tuple[TD3State, dict]:
+        """(state with its key advanced, n sub-trajectories (n, T, ...) from the replay)."""
+        key, k = jax.random.split(s.key)
+        return s.replace(key=key), self.sample(s, k, n)
+
+    @staticmethod
+    def policy_params(s: TD3State):
+        return s.policy
+
+    @staticmethod
+    def critic_params(s: TD3State):
+        return s.critic
+
+    @staticmethod
+    def env_steps(s: TD3State) -> jax.Array:
+        return s.step
+
+    def mean_completed_return(self, s: TD3State):
+        return mean_completed_return(s)
+
     # ---- learning ----------------------------------------------------------------------------
     def critic_loss(self, critic_params, s: TD3State, batch: dict, key: jax.Array):
         """Masked TD error of both critics against the smoothed clipped double-Q target."""
@@ -152,6 +194,9 @@ class TD3Agent:
         q1, _ = self.q(critic_params, batch["obs"], self.pi(policy_params, batch["obs"]))
         m = batch["mask"]
         return -(q1 * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+    # MetaGenRL's meta-loss J(phi) and its warm-start policy loss are DDPG's
+    meta_loss = ddpg_loss
 
     def policy_update(self, s: TD3State, loss_fn: Callable | None = None, batch: dict | None = None):
         """One policy step on ``loss_fn(policy_params, critic_params, batch)`` (default DDPG), then

@@ -14,8 +14,13 @@ Inputs per step t (B sub-trajectories, T steps, A action dims):
   A mixed unit (the original's, in every branch) is Dense(32) -> half relu, half x^2 -> layer norm:
   the activation comes before the layer norm, which keeps the square units' scale bounded.
 Only pi(s) carries gradients to the policy: a, r, V and d are stop-gradient'd here.
+
+``BackwardLSTMObjective`` is the module as a ``metarl.protocols.Objective``: L_alpha of a policy on a
+replay batch, its inputs computed through the learner's pi and Q1 (``objective_inputs``).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -115,3 +120,49 @@ def init_objective(key: jax.Array, module: MetaGenRLObjective | None = None, act
     z = jnp.zeros((B, T))
     a = jnp.zeros((B, T, act_dim))
     return module.init(key, a, a, z, z, z, z, jnp.ones((B, T)))
+
+
+# ---- the objective as a policy loss (metarl.protocols.Objective) ----------------------------------
+
+def successor_obs(batch: dict):
+    """s_{t+1} of every step as (B, T + 1, obs_dim) observations [s_0, s_1, ..., s_T]: obs[t + 1]
+    where step t + 1 is valid (same episode, written), else next_obs[t] (an episode end, time limits
+    included, or the newest transition). Index t of the result is obs[t] wherever step t is valid."""
+    obs, nxt, mask = batch["obs"], batch["next_obs"], batch["mask"]
+    valid_next = mask[:, 1:, None] > 0
+    succ = jnp.concatenate([jnp.where(valid_next, obs[:, 1:], nxt[:, :-1]), nxt[:, -1:]], axis=1)
+    return jnp.concatenate([obs[:, :1], succ], axis=1)
+
+
+def objective_inputs(learner, policy_params, critic_params, batch: dict):
+    """Arguments of L_alpha for a batch (B, T, ...): (a, pi(s), r, V(s), V(s'), d, mask);
+    V = Q1(s, pi(s)) without gradient, d = done (every episode end, time limits included: the
+    objective masks V(s') there, as the original does). Only pi(s) depends on policy_params with a
+    gradient. One pass of pi and Q1 over the T + 1 states [s_0 .. s_T] gives V(s_t) and V(s_{t+1})
+    (the original's reuse), not two passes over T; values at masked steps are never read.
+    ``learner``: a ``metarl.protocols.ActorCritic`` (pi, q1)."""
+    ext = successor_obs(batch)                       # (B, T + 1, obs_dim)
+    pi_ext = learner.pi(policy_params, ext)          # (B, T + 1, A)
+    v_ext = jax.lax.stop_gradient(learner.q1(critic_params, ext, pi_ext))  # (B, T + 1)
+    T = batch["mask"].shape[1]
+    return (batch["action"], pi_ext[:, :T], batch["reward"], v_ext[:, :T], v_ext[:, 1:],
+            batch["done"], batch["mask"])
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardLSTMObjective:
+    """MetaGenRL's L_alpha as a ``metarl.protocols.Objective``: alpha = the params of ``module``."""
+
+    module: MetaGenRLObjective = dataclasses.field(default_factory=MetaGenRLObjective)
+
+    def init(self, key: jax.Array, obs_size: int | None = None, act_size: int | None = None):
+        """alpha_0; its shapes depend on neither size (the action branch is shared over dimensions)."""
+        return init_objective(key, self.module)
+
+    def policy_loss(self, obj_params, policy_params, batch: dict, learner, critic_params=None):
+        """L_alpha(phi; batch) (), the masked mean over (B, T); every episode end (done) resets the
+        backward LSTM and masks V(s_{t+1}) in the value input."""
+        a, pi_a, r, v, v_next, done, mask = objective_inputs(learner, policy_params, critic_params, batch)
+        per = self.module.apply(obj_params, a, pi_a, r, v, v_next, done, mask,
+                                method=MetaGenRLObjective.per_step)
+        return (per * mask).sum() / jnp.maximum(mask.sum(), 1.0)
