@@ -71,7 +71,9 @@ def parse(name: str, env_name: str, argv=None):
     ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
     ap.add_argument("--objective", default=None, metavar="{" + ",".join(OBJECTIVES) + "}",
                     help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
-                         "with L_phi's output layer starting at zero (ES starts from PPO)")
+                         "with L_phi's output layer starting at zero (ES starts from PPO); lstm: "
+                         "(1 - f) L_alpha + f L_PPO, ES evolving MetaGenRL's backward-LSTM objective "
+                         "L_alpha on EPG's on-policy learner (a new combination)")
     ap.add_argument("--l2-penalty", type=float, default=None,
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")

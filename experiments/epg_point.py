@@ -1,6 +1,6 @@
 """EPG on GoalPoint (MAML's 2-D navigation): meta-train on goals with x > 0, meta-test on x < 0.
 
-    python -m experiments.epg_point [--preset smoke|cpu|paper] [--objective pure|residual] [--seed N]
+    python -m experiments.epg_point [--preset smoke|cpu|paper] [--objective pure|residual|lstm] [--seed N]
 
 GoalAnt's headline (a loss evolved on right-half targets teaches a fresh agent to reach left-half
 ones) at a scale that runs in minutes on a laptop: the goal is not observed, so every agent must find

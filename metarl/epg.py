@@ -5,6 +5,8 @@
   ``tasks_per_member`` fresh agents on train-split tasks (vmapped over members x tasks: one compiled
   call per generation); fitness = mean evaluation return after the lifetime;
 - ``generation(es_state, key)``: one evosax ask/evaluate/tell step, jitted whole.
+The evolved loss is EPG's L_phi, or, with ``LifetimeConfig(objective="lstm")``, MetaGenRL's
+backward-LSTM objective L_alpha on the same on-policy learner (metarl.objectives.lstm_on_policy).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
 from metarl.objectives.epg_loss import EPGLoss, init_epg_loss
+from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
 from metarl.outer.es import ESConfig, make_generation, make_strategy
 
 
@@ -35,15 +38,19 @@ class EPGConfig:
 
 
 class EPG:
-    def __init__(self, env: TaskFamily, config: EPGConfig, loss_module: EPGLoss | None = None,
-                 mesh=None):
-        """``mesh``: an optional population mesh (metarl.distributed); members are split over it."""
+    def __init__(self, env: TaskFamily, config: EPGConfig,
+                 loss_module: EPGLoss | MetaGenRLObjective | None = None, mesh=None):
+        """``mesh``: an optional population mesh (metarl.distributed); members are split over it.
+        ``loss_module``: the evolved loss's network; default ``EPGLoss`` (output layer at zero when
+        the objective is residual), ``MetaGenRLObjective()`` when it is "lstm"."""
         self.env, self.config = env, config.validate()
         self.mesh = mesh
         if mesh is not None:
             check_population(config.es.population_size, mesh)
         residual = config.lifetime.objective == "residual"
-        self.loss_module = loss_module or EPGLoss(zero_output=residual)
+        self.lstm = config.lifetime.objective == "lstm"
+        self.loss_module = loss_module or (MetaGenRLObjective() if self.lstm
+                                           else EPGLoss(zero_output=residual))
         # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation)
         # or the objective is residual (L_PPO + L_phi).
         with_ppo = config.es.ppo_anneal_fraction > 0
@@ -58,7 +65,10 @@ class EPG:
         self.jit_train_agents = jax.jit(self.train_agents, static_argnames="meta_test")
 
     def init_loss(self, key):
-        """phi_0: the initial (random) loss parameters; the ES mean starts here."""
+        """phi_0: the initial (random) loss parameters; the ES mean starts here. For "lstm",
+        MetaGenRL's initial alpha (its parameters do not depend on the body's sizes)."""
+        if self.lstm:
+            return init_objective(key, self.loss_module, self.env.action_size)
         lc = self.config.lifetime
         return init_epg_loss(key, self.env.observation_size, self.env.action_size,
                              lc.buffer_size, lc.minibatch_size, self.loss_module)

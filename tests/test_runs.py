@@ -29,7 +29,7 @@ def run_exp(args, timeout=600, **kw):
     (["--lifetime-steps", "100"], "lifetime_steps=100 must be a multiple of update_period=64"),
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--generations", "-3"], "generations must be a positive integer, got -3"),
-    (["--objective", "mixed"], "unknown objective 'mixed'; expected one of pure, residual"),
+    (["--objective", "mixed"], "unknown objective 'mixed'; expected one of pure, residual, lstm"),
     (["--strategy", "CMA_ES", "--l2-penalty", "0.001"], "strategy CMA_ES has no optax optimiser"),
     (["--l2-penalty", "-1"], "l2_penalty must be >= 0, got -1.0"),
     (["--tasks-per-member", "0"], "tasks_per_member must be a positive integer, got 0"),

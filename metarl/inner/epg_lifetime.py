@@ -5,6 +5,12 @@ M steps, updates the policy by Adam on (1 - f) L_phi + f L_PPO over the newest M
 repeats for the whole lifetime (one ``lax.scan``), then evaluates the final policy. It vmaps over
 loss parameters (ES members) and tasks, so one compiled call runs a whole ES generation.
 
+``LifetimeConfig.objective`` picks the learned loss and how it is mixed with PPO: "pure" and
+"residual" use EPG's temporal-conv loss L_phi (``EPGLoss``); "lstm" uses MetaGenRL's backward-LSTM
+objective L_alpha (``MetaGenRLObjective``, via ``metarl.objectives.lstm_on_policy``) in the pure form
+(1 - f) L_alpha + f L_PPO, and trains the value net (L_alpha's V inputs) on the PPO term's GAE
+targets at every update, whatever f is.
+
 ``LifetimeConfig.context_gradient`` picks how L_phi's buffer context c (``EPGLoss.context``) enters
 the policy gradient. True (the paper's loss, exact): every minibatch step recomputes c from pi(s) of
 the current policy on all N buffer rows and differentiates through it, so each step runs the policy
@@ -28,10 +34,12 @@ from metarl.evaluate_policy import gaussian_policy_returns
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
 from metarl.objectives.epg_loss import EPGLoss
+from metarl.objectives.lstm_on_policy import lstm_inputs, make_lstm_policy_loss
+from metarl.objectives.metagenrl import MetaGenRLObjective
 from metarl.objectives.ppo import gae, ppo_policy_loss
 
 
-OBJECTIVES = ("pure", "residual")
+OBJECTIVES = ("pure", "residual", "lstm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +66,9 @@ class LifetimeConfig:
     value_coef: float = 1.0  # PPO term: value-loss weight inside the f-weighted total
     # "pure": (1 - f) L_phi + f L_PPO, the paper's loss. "residual": L_PPO + L_phi at every
     # step (f unused), so ES starts from PPO and searches for a correction to it; with the loss's
-    # output layer at zero (EPGLoss(zero_output=True)) the initial loss is PPO exactly.
+    # output layer at zero (EPGLoss(zero_output=True)) the initial loss is PPO exactly. "lstm":
+    # (1 - f) L_alpha + f L_PPO with MetaGenRL's objective L_alpha on the newest M rows (one
+    # sequence), the value net trained on GAE targets at every update (metarl.objectives.lstm_on_policy)
     objective: str = "pure"
     obs_std_min: float = 0.1  # running normaliser floor for s and a (openai/EPG's running normaliser)
     # True: gradients flow through L_phi's buffer context (exact); False: the context is computed
@@ -81,6 +91,9 @@ class LifetimeConfig:
                              f"minibatch_size={self.minibatch_size}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        if self.objective == "lstm" and not self.context_gradient:
+            raise ValueError("context_gradient=False (--no-context-gradient) applies to EPG's conv loss "
+                             "only; objective 'lstm' has no buffer context")
         if self.buffer_size < self.update_period:
             raise ValueError(f"buffer_size={self.buffer_size} must be >= update_period="
                              f"{self.update_period}")
@@ -190,12 +203,19 @@ def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss, context_g
     return loss
 
 
-def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss | None = None,
+def make_lifetime(env: TaskFamily, config: LifetimeConfig,
+                  loss_module: EPGLoss | MetaGenRLObjective | None = None,
                   with_ppo: bool = True, with_no_update_eval: bool = False):
     """Returns ``lifetime(loss_params, task, key, ppo_factor) -> metrics``.
 
+    ``loss_module``: an ``EPGLoss`` (objectives "pure" and "residual"; default ``EPGLoss()``) or a
+    ``MetaGenRLObjective`` (objective "lstm"; default ``MetaGenRLObjective()``); loss_params are its
+    parameters.
+
     ``with_ppo=False`` builds the program without the PPO term and value net (ppo_factor is then
     ignored; used when f is always 0, e.g. at meta-test): a smaller program that compiles faster.
+    With objective "lstm" the value net and its GAE regression stay (L_alpha reads V); only the PPO
+    policy term goes.
 
     ``with_no_update_eval``: also evaluate the agent before its first update (the no-update
     baseline: same initialisation, same evaluation starts and noise).
@@ -207,8 +227,12 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
     """
     cfg = config.validate()
     residual = cfg.objective == "residual"
+    lstm = cfg.objective == "lstm"
     with_ppo = with_ppo or residual
-    loss_module = loss_module or EPGLoss()
+    loss_module = loss_module or (MetaGenRLObjective() if lstm else EPGLoss())
+    if isinstance(loss_module, MetaGenRLObjective) != lstm:
+        raise ValueError(f"objective {cfg.objective!r} needs "
+                         f"{'a MetaGenRLObjective' if lstm else 'an EPGLoss'}, got {type(loss_module).__name__}")
     policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
     value = ValueNet(cfg.hidden)
     def optimiser():
@@ -224,7 +248,10 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
     def norm(x, stats):
         return running_statistics.normalize(x, stats)
 
-    epg_exact, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
+    if lstm:
+        lstm_loss = make_lstm_policy_loss(policy, loss_module)
+    else:
+        epg_exact, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
 
     def rollout_step(carry, key):
         agent, = carry
@@ -256,7 +283,8 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
         # PPO term over the newest M rows, as openai/EPG: clipped surrogate + kl_coef KL(old || new)
         # + value loss, all inside the f-weighted total, advantages normalised over the M rows.
         # Only evaluated while f > 0 (f is shared by the batch, so the cond stays a real branch
-        # under vmap), and always in the residual form.
+        # under vmap), and always in the residual form; with "lstm" the value targets (and the value
+        # net's update) are computed at every update, the policy's PPO term only while f > 0.
         s_new = inp.s[N - M:]  # = the normalised tr["obs"]
         s_next = norm(tr["next_obs"], obs_stats)  # s_{t+1} before any auto-reset (time limits)
 
@@ -270,8 +298,13 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
         use_ppo = True if residual else ((ppo_factor > 0) if with_ppo else False)
         w_epg, w_ppo = (1.0, 1.0) if residual else (1.0 - ppo_factor, ppo_factor)
         zeros_a = jnp.zeros((M, env.action_size))
-        adv, target, old_mean, old_log_std = _cond(
-            use_ppo, ppo_targets, lambda vp: (jnp.zeros(M), jnp.zeros(M), zeros_a, zeros_a), agent.value)
+        if lstm:  # GAE targets at every update: the value net learns whatever f is (L_alpha reads V)
+            adv, target, old_mean, old_log_std = ppo_targets(agent.value)
+            obj_inp = lstm_inputs(s_new, tr["action"], tr["reward"], value.apply(agent.value, s_new),
+                                  value.apply(agent.value, s_next), tr["done"], act_stats)
+        else:
+            adv, target, old_mean, old_log_std = _cond(
+                use_ppo, ppo_targets, lambda vp: (jnp.zeros(M), jnp.zeros(M), zeros_a, zeros_a), agent.value)
         perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
 
         def sgd(carry, idx):
@@ -313,8 +346,33 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, loss_module: EPGLoss 
             vp, vo = _cond(use_ppo, v_step, lambda a: a, (vp, vo))
             return (pp, vp, po, vo), None
 
+        def sgd_lstm(carry, idx):
+            """One minibatch step of (1 - f) L_alpha + f (PPO surrogate + KL) + value loss: the
+            backward LSTM and the policy run over all M rows, the B rows at idx are scored."""
+            pp, vp, po, vo = carry
+
+            def total_loss(params):
+                pp, vp = params
+                l_obj, (mean, log_std) = lstm_loss(pp, loss_params, obj_inp, idx)
+
+                def l_ppo(outs_b):
+                    mean_b, log_std_b = outs_b
+                    surrogate = ppo_policy_loss(mean_b, log_std_b, tr["action"][idx], tr["log_prob"][idx],
+                                                adv[idx], cfg.clip_eps, normalize_advantages=False)
+                    kl = gaussian_kl(old_mean[idx], old_log_std[idx], mean_b, log_std_b).mean()
+                    return surrogate + cfg.kl_coef * kl
+
+                lp = _cond(use_ppo, l_ppo, lambda _: 0.0, (mean[idx], log_std[idx]))
+                v_loss = jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
+                return w_epg * l_obj + w_ppo * lp + cfg.value_coef * v_loss
+
+            g_pi, g_v = jax.grad(total_loss)((pp, vp))
+            upd, po = pi_opt.update(g_pi, po, pp)
+            u, vo = v_opt.update(g_v, vo, vp)
+            return (optax.apply_updates(pp, upd), optax.apply_updates(vp, u), po, vo), None
+
         (pp, vp, po, vo), _ = jax.lax.scan(
-            sgd, (agent.policy, agent.value, agent.policy_opt, agent.value_opt), perm)
+            sgd_lstm if lstm else sgd, (agent.policy, agent.value, agent.policy_opt, agent.value_opt), perm)
         n_done = tr["done"].sum()
         curve = jnp.where(n_done > 0, tr["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
         agent = agent.replace(policy=pp, value=vp, policy_opt=po, value_opt=vo, obs_stats=obs_stats,
