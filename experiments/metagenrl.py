@@ -3,7 +3,13 @@
 python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed S]
        [--train-envs a,b] [--test-envs c,d] [--meta-iterations K] [--agents-per-env A]
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
+       [--outer {metagrad,es}] [--population P] [--generations G]
 python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
+
+``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
+new combination: ES (evosax, as EPG) evolves the objective alpha over TD3 lifetimes of the
+frozen-objective harness (metarl/algorithms/metagenrl_es.py; sizes in each preset's ``es``); the
+meta-test is the same, learned = the ES mean at the end, initial_loss = alpha_0.
 
 Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
 population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/
@@ -39,7 +45,9 @@ PRESETS = {
                   meta=dict(agents_per_env=2, meta_iterations=2, steps_per_iteration=200,
                             meta_batch=8, warm_start_steps=200),
                   test=dict(total_steps=400, num_chunks=4, num_seeds=2, eval_envs=2),
-                  ppo=dict(num_envs=4, unroll_length=50, num_minibatches=2, update_epochs=1)),
+                  ppo=dict(num_envs=4, unroll_length=50, num_minibatches=2, update_epochs=1),
+                  es=dict(population_size=2, generations=1, lifetime_steps=400, num_chunks=1,
+                          agents_per_member=1, eval_envs=2)),
     # A small version of ``paper`` for 2 CPU cores (estimate in benchmarks/RESULTS.md): meta-train
     # 2 agents on reacher + 2 on halfcheetah for 12 x 1000 steps each; meta-test 3 seeds per method
     # on hopper (unseen), reacher and halfcheetah (seen). Meta-test budget: 12,000 env steps per
@@ -54,7 +62,11 @@ PRESETS = {
                           meta_batch=16, warm_start_steps=2_000, lookahead_step=0.1),
                 test=dict(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
                 ppo=dict(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
-                         learning_rate=1e-3)),
+                         learning_rate=1e-3),
+                # --outer es: 8 members x 1 agent x 2 bodies x 3,000-step lifetimes (1,000 random
+                # steps, then 2,000 learning steps under the member's L_alpha), 6 generations
+                es=dict(population_size=8, generations=6, lifetime_steps=3_000, num_chunks=1,
+                        agents_per_member=1, eval_envs=2)),
     # The original's sizes (Kirsch et al. 2020; louiskirsch/metagenrl): 10 agents per body, ~700k steps each, 350-350 networks,
     # replay 1M, batches of 100 x 20, 10k random steps. Meta-test budget: 1M env steps per agent
     # (100x its 10k random steps), 6 seeds, on 3 unseen bodies and the 2 meta-training bodies.
@@ -64,8 +76,17 @@ PRESETS = {
                   meta=dict(agents_per_env=10, meta_iterations=700, steps_per_iteration=1_000,
                             meta_batch=200, warm_start_steps=10_000),
                   test=dict(total_steps=1_000_000, num_chunks=100, num_seeds=6, eval_envs=8),
-                  ppo=dict(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4)),
+                  ppo=dict(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4),
+                  # --outer es: 64 members (as EPG's paper preset), 100k-step lifetimes; replay 100k
+                  # (64 members x 2 bodies of 1M-step buffers would not fit one accelerator)
+                  es=dict(population_size=64, generations=200, lifetime_steps=100_000, num_chunks=10,
+                          agents_per_member=1, eval_envs=8, td3=dict(replay_size=100_000))),
 }
+
+OUTERS = ("metagrad", "es")
+# flags of one outer loop only: given with the other, they are refused (exit 2)
+METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step")
+ES_ONLY = ("population", "generations")
 
 
 def parse_envs(text: str, flag: str) -> list[str]:
@@ -92,6 +113,11 @@ def parser():
     ap.add_argument("--lookahead-step", type=float, default=None,
                     help="eta of the lookahead phi' = phi - eta grad L_alpha on the mean (the original's "
                          "lr 1e-3 on its 100 x 20 sum is 2.0)")
+    ap.add_argument("--outer", default="metagrad", choices=OUTERS,
+                    help="metagrad: MetaGenRL's second-order meta-gradient (default); es: ES evolves "
+                         "the objective over TD3 lifetimes (a new combination)")
+    ap.add_argument("--population", type=int, default=None, help="--outer es: ES population size")
+    ap.add_argument("--generations", type=int, default=None, help="--outer es: ES generations")
     ap.add_argument("--methods", default=None,
                     help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
                          "td3, reinforce, ppo)")
@@ -129,6 +155,16 @@ def build_config(args):
                               f"expected names from {', '.join(METHODS)}")
         if "learned" not in methods:
             raise ConfigError(f"--methods {args.methods!r} must include 'learned'")
+    for flag in (METAGRAD_ONLY if args.outer == "es" else ES_ONLY):
+        if getattr(args, flag) is not None:
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} is not used by --outer {args.outer}" +
+                              (" (use --population, --generations)" if args.outer == "es"
+                               else " (it sets the ES of --outer es)"))
+    if args.checkpoint_every <= 0:
+        raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
+    if args.outer == "es":
+        return preset, why, P, es_config(P, args), train_names, test_names, methods
     meta = dict(P["meta"])
     for flag, field in (("meta_iterations", "meta_iterations"), ("agents_per_env", "agents_per_env"),
                         ("lookahead_step", "lookahead_step")):
@@ -141,6 +177,26 @@ def build_config(args):
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return preset, why, P, cfg, train_names, test_names, methods
+
+
+def es_config(P: dict, args):
+    """The ``--outer es`` configuration: the preset's ``es`` sizes, --population, --generations."""
+    from metarl.algorithms.metagenrl_es import MetaGenRLESConfig
+    from metarl.inner.td3 import TD3Config
+    from metarl.outer.es import ESConfig
+
+    es = dict(P["es"])
+    td3 = dict(P["td3"], **es.pop("td3", {}))
+    es_fields = {"population_size": es.pop("population_size"), "generations": es.pop("generations")}
+    for flag, field in (("population", "population_size"), ("generations", "generations")):
+        if getattr(args, flag) is not None:
+            es_fields[field] = getattr(args, flag)
+    try:
+        return MetaGenRLESConfig(td3=TD3Config(**td3), es=ESConfig(ppo_anneal_fraction=0.0, **es_fields),
+                                 **es).validate()
+    except ValueError as e:
+        msg = str(e).replace("population_size", "--population").replace("generations must", "--generations must")
+        raise ConfigError(msg) from None
 
 
 def init_run_state(meta_state, iterations: int, n_envs: int) -> dict:
@@ -165,7 +221,10 @@ def main(argv=None) -> int:
         preset, why, P, cfg, train_names, test_names, methods = build_config(args)
         if not args.resume:
             run_dir = check_run_dir(args.run_dir or f"runs/metagenrl-{preset}", args.overwrite)
-        mesh = checked_population_mesh(cfg.agents_per_env, "agents_per_env")
+        if args.outer == "es":
+            mesh = checked_population_mesh(cfg.es.population_size, "population")
+        else:
+            mesh = checked_population_mesh(cfg.agents_per_env, "agents_per_env")
     except ConfigError as e:
         fail(str(e))
     if args.resume and finished_run(run_dir) is not None:
@@ -185,6 +244,10 @@ def main(argv=None) -> int:
 
     enable_compilation_cache()
     writer = distributed.is_writer()
+    if args.outer == "es":
+        from experiments.metagenrl_es import run_es
+
+        return run_es(args, argv, preset, why, P, cfg, train_names, test_names, methods, run_dir, mesh, writer)
     print(f"[metagenrl] preset={preset} ({why}); train {','.join(train_names)} -> test "
           f"{','.join(test_names)}; devices={jax.device_count()} ({jax.default_backend()}), "
           f"processes={jax.process_count()}; run dir {run_dir}{' (resuming)' if args.resume else ''}",
@@ -271,7 +334,7 @@ def main(argv=None) -> int:
     history = [{"iteration": i + 1, "return": dict(zip(train_names, run["returns"][i].tolist())),
                 "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
     summary = {
-        "algorithm": "metagenrl", "env": f"train:{','.join(train_names)} test:{','.join(test_names)}",
+        "algorithm": "metagenrl", "outer": "metagrad", "env": f"train:{','.join(train_names)} test:{','.join(test_names)}",
         "train_envs": train_names, "test_envs": test_names, "preset": preset, "seed": args.seed,
         "outer_steps": I, "meta_iterations": I, "agents": n_agents, "env_steps": I * steps_per_it,
         "compile_s": compile_s, "meta_train_wall_s": meta_train_s, "wall_s": time.time() - t_start,

@@ -2,7 +2,7 @@
 
 The outer loop is agnostic of what it evolves: it needs ``solution`` (a parameter pytree, e.g. the
 EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (population_size,)`` (higher
-is better).
+is better), or ``-> (returns, aux)`` with any pytree ``aux`` passed through to ``info['fitness_aux']``.
 OpenES by default, as openai/EPG: Adam with beta1 = 0 and a learning rate falling linearly from 1e-2 to
 1e-3 over the first half of the generations (then constant), sigma 0.01, centred ranks, and the L2
 penalty as weight decay on the ES gradient (``optax.add_decayed_weights(0.001)`` before Adam, the
@@ -123,7 +123,8 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
 
     info: 'returns' (population_size,), 'mean'/'max'/'min' of finite returns, 'nonfinite' count,
-    'ppo_factor', 'best_member' (the generation's best parameters as a flat vector).
+    'ppo_factor', 'best_member' (the generation's best parameters as a flat vector), and
+    'fitness_aux' when ``fitness_fn`` returns (returns, aux).
     """
 
     def generation(es_state, key):
@@ -131,6 +132,9 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
         f = ppo_factor(es_state.generation_counter, cfg)
         population, es_state = es.ask(k_ask, es_state, es_params)
         returns = fitness_fn(population, k_fit, f)
+        aux = None
+        if isinstance(returns, tuple):
+            returns, aux = returns
         finite = jnp.isfinite(returns)
         # evosax's centred ranks put NaN last; +-inf are mapped to NaN so that they do too.
         es_state, _ = es.tell(k_tell, population, jnp.where(finite, -returns, jnp.nan), es_state, es_params)
@@ -139,6 +143,8 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
         info = {"returns": returns, "mean": jnp.nanmean(safe), "max": jnp.nanmax(safe),
                 "min": jnp.nanmin(safe), "nonfinite": (~finite).sum(), "ppo_factor": f,
                 "best_member": jax.tree_util.tree_map(lambda x: x[best], population)}
+        if aux is not None:
+            info["fitness_aux"] = aux
         return es_state, info
 
     return generation
