@@ -73,7 +73,7 @@ def test_run_dir_refusals_name_only_flags_metagenrl_has(tmp_path, capsys):
              (["--resume", "--run-dir", str(tmp_path / "none")], "does not exist"),
              (["--resume", "--run-dir", str(tmp_path / "full")], "config.json missing"),
              (["--resume", "--run-dir", str(epg)], "holds a 'epg_reacher' run, not a 'metagenrl' run"),
-             (["--generations", "3", "--run-dir", str(tmp_path / "new")], "unrecognized arguments"),
+             (["--eval-every", "3", "--run-dir", str(tmp_path / "new")], "unrecognized arguments"),
              (["--train-envs", "", "--run-dir", str(tmp_path / "new")], "--train-envs '' names no environment")]
     before = sorted(p.name for p in tmp_path.rglob("*"))
     for argv, message in cases:
