@@ -38,12 +38,14 @@ def _on_four_virtual_devices(mode):
     return out
 
 
+@pytest.mark.e2e
 def test_four_virtual_devices_match_one_device():
     out = _on_four_virtual_devices("devices")
     np.testing.assert_allclose(out["r1"], out["r4"], rtol=1e-5, atol=1e-4)
     assert out["mean_diff"] < 1e-6
 
 
+@pytest.mark.e2e
 def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
     out = _on_four_virtual_devices("metagenrl")
     assert "'pop'" in out["sharding"]  # each agent's state lives on one device
@@ -79,6 +81,7 @@ def _two_processes(tmp_path, tag, module, args):
     return [o for o, _ in outs]
 
 
+@pytest.mark.e2e
 def test_two_process_epg_run_completes(tmp_path):
     """An EPG run over two localhost processes (one CPU device each): the population is split over
     both, process 0 alone writes checkpoints, losses and summary, and both agree on every result."""
@@ -96,6 +99,7 @@ def test_two_process_epg_run_completes(tmp_path):
     assert "wrote" in outs[0] and "wrote" not in outs[1]
 
 
+@pytest.mark.e2e
 def test_two_process_metagenrl_run_checkpoints_and_resumes(tmp_path):
     """Agents split over two processes; process 0 alone writes checkpoints and outputs, and a
     resume restores on process 0 and broadcasts to process 1."""

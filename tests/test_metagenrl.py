@@ -314,6 +314,7 @@ def test_td3_learns_random_reacher_above_random():
     assert trained > random + 10.0, (trained, random)
 
 
+@pytest.mark.e2e
 def test_cli_rejects_unknown_env_with_exit_code_2(tmp_path):
     r = subprocess.run([sys.executable, "-m", "experiments.metagenrl", "--preset", "smoke",
                         "--train-envs", "nope", "--run-dir", str(tmp_path / "r")],

@@ -85,6 +85,7 @@ def test_run_dir_refusals_name_only_flags_metagenrl_has(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.e2e
 def test_agents_not_divisible_by_devices_is_refused(tmp_path):
     r = _cli(["--preset", "smoke", "--agents-per-env", "3", "--run-dir", str(tmp_path / "r")],
              env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
@@ -98,6 +99,7 @@ def _history(run_dir):
             for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.e2e
 def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
     from metarl.checkpoint import load_params
 

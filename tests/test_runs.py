@@ -51,6 +51,7 @@ def _main_exit(argv, capsys):
     return exit_code_and_stderr(_epg_main, argv, capsys)
 
 
+@pytest.mark.e2e
 def test_exit_code_2_from_the_command_line(tmp_path):
     r = run_exp(["--preset", "smoke", "--population", "5", "--run-dir", str(tmp_path / "run")])
     assert r.returncode == 2 and "population_size=5 must be even" in r.stderr
@@ -101,6 +102,7 @@ def _series(run_dir):
             for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
 
 
+@pytest.mark.e2e
 def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
     args = [*TINY, "--generations", "6", "--checkpoint-every", "1"]
     full = tmp_path / "full"
