@@ -21,7 +21,7 @@ from metarl.outer.es import ESConfig
 from metarl.evaluate import EVALUATION, epg_compare_losses, epg_meta_test, meta_test_ppo_config
 from metarl.meta_test_io import write_meta_test
 from metarl.metrics_log import MetricsLog
-from metarl.outer.es import strategies
+from metarl.outer.es import compile_generation, strategies
 from metarl.runs import (ConfigError, check_run_dir, checked_population_mesh, common_parser,
                          device_info, enable_compilation_cache, fail, prepare_run_dir,
                          resolve_preset, resume_args, run_argv, write_json_atomic, RUN_FORMAT,
@@ -201,15 +201,8 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
           f"{cfg.lifetime.lifetime_steps} steps; {G} generations", flush=True)
 
     t0 = time.time()
-    jit_kwargs = {}
-    if epg.mesh is not None:
-        jit_kwargs["out_shardings"] = distributed.replicated(epg.mesh)
-    compiled = jax.jit(generation, **jit_kwargs).lower(es_state, k_run).compile()
-    compile_s = time.time() - t0
+    compiled, compile_s, es_state = compile_generation(generation, es_state, k_run, epg.mesh)
     print(f"[{name}] compiled one generation in {compile_s:.1f}s", flush=True)
-    # Canonicalise the initial state's dtypes to those the generation returns (no re-trace later).
-    out_state = jax.eval_shape(generation, es_state, k_run)[0]
-    es_state = jax.tree_util.tree_map(lambda x, s: np.asarray(x, dtype=s.dtype), es_state, out_state)
     run = jax.device_get(init_run_state(es_state, k_run, phi0, G))
 
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=checkpoint_every, is_writer=writer)

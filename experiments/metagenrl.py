@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     from metarl.baselines.ppo import PPOConfig
     from metarl.checkpoint import RunCheckpointer, save_params
     from metarl.meta_test_io import write_meta_test
-    from metarl.metagenrl_eval import FLOORS, METHODS, meta_test, per_env_summary, results_table
+    from metarl.metagenrl_eval import meta_test, meta_test_summary, results_table
     from metarl.metrics_log import MetricsLog
     from metarl.runs import enable_compilation_cache
 
@@ -327,11 +327,6 @@ def main(argv=None) -> int:
     results = meta_test(test_names, alpha, initial_alpha, trainer.objective, td3_cfg,
                         T["total_steps"], T["num_chunks"], T["num_seeds"], args.seed,
                         ppo_config=PPOConfig(**P["ppo"]), methods=methods, eval_envs=T["eval_envs"])
-    first = results[test_names[0]]
-
-    def ret(method):
-        return first[method]["return"] if method in first else None
-
     history = [{"iteration": i + 1, "return": dict(zip(train_names, run["returns"][i].tolist())),
                 "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
     summary = {
@@ -344,16 +339,7 @@ def main(argv=None) -> int:
         "config": {"td3": dataclasses.asdict(td3_cfg),
                    "meta": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"}, "test": T},
         "meta_train_history": history,
-        "meta_test": {
-            "env": test_names[0], "test_env_steps": T["total_steps"], "seeds": T["num_seeds"],
-            "eval_envs": T["eval_envs"], "methods": list(methods),
-            "evaluation": "deployed policy, first episode per eval env: TD3-harness policies "
-                          "deterministic (no exploration noise), PPO sampled from its Gaussian",
-            "seen_envs": [e for e in test_names if e in train_names],
-            "unseen_envs": [e for e in test_names if e not in train_names],
-            **{f"{m}_return": ret(m) for m in (*METHODS, *FLOORS)},
-            "per_env": per_env_summary(results),
-        },
+        "meta_test": meta_test_summary(results, train_names, test_names, T, methods),
     }
     if writer:
         write_meta_test(run_dir, results, f"MetaGenRL meta-test (meta-trained on {', '.join(train_names)})",

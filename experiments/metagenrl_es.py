@@ -13,13 +13,14 @@ import time
 import jax
 import numpy as np
 
-from metarl import distributed, envs
+from metarl import envs
 from metarl.algorithms.metagenrl_es import MetaGenRLES
 from metarl.baselines.ppo import PPOConfig
 from metarl.checkpoint import RunCheckpointer, save_params
 from metarl.meta_test_io import write_meta_test
-from metarl.metagenrl_eval import FLOORS, METHODS, meta_test, per_env_summary, results_table
+from metarl.metagenrl_eval import meta_test, meta_test_summary, results_table
 from metarl.metrics_log import MetricsLog
+from metarl.outer.es import compile_generation
 from metarl.runs import RUN_FORMAT, device_info, prepare_run_dir, run_argv, write_json_atomic
 
 
@@ -51,16 +52,9 @@ def run_es(args, argv, preset, why, P, cfg, train_names, test_names, methods, ru
     k_es, k_run = jax.random.split(jax.random.PRNGKey(args.seed))
     es, es_params, es_state, generation = algo.make_es(k_es)
     alpha0 = jax.device_get(es.get_mean(es_state))
-    jit_kwargs = {}
-    if algo.mesh is not None:
-        jit_kwargs["out_shardings"] = distributed.replicated(algo.mesh)
     t0 = time.time()
-    compiled = jax.jit(generation, **jit_kwargs).lower(es_state, k_run).compile()
-    compile_s = time.time() - t0
+    compiled, compile_s, es_state = compile_generation(generation, es_state, k_run, algo.mesh)
     print(f"[metagenrl-es] compiled one generation in {compile_s:.1f}s", flush=True)
-    # the initial state's dtypes canonicalised to those a generation returns (no re-trace on resume)
-    out_state = jax.eval_shape(generation, es_state, k_run)[0]
-    es_state = jax.tree_util.tree_map(lambda x, s: np.asarray(x, dtype=s.dtype), es_state, out_state)
     run = jax.device_get(init_run_state(es_state, k_run, G, E))
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
     if args.resume:
@@ -111,7 +105,6 @@ def run_es(args, argv, preset, why, P, cfg, train_names, test_names, methods, ru
     results = meta_test(test_names, alpha, alpha0, algo.objective, cfg.td3, T["total_steps"], T["num_chunks"],
                         T["num_seeds"], args.seed, ppo_config=PPOConfig(**P["ppo"]), methods=methods,
                         eval_envs=T["eval_envs"])
-    first = results[test_names[0]]
     history = [{"generation": g + 1, "fitness_mean": float(run["fitness_mean"][g]),
                 "fitness_max": float(run["fitness_max"][g]),
                 "return": dict(zip(train_names, run["returns"][g].tolist()))} for g in range(G)]
@@ -128,16 +121,7 @@ def run_es(args, argv, preset, why, P, cfg, train_names, test_names, methods, ru
         "devices": device_info(), "processes": jax.process_count(),
         "config": {"es": dataclasses.asdict(cfg), "test": T},
         "meta_train_history": history,
-        "meta_test": {
-            "env": test_names[0], "test_env_steps": T["total_steps"], "seeds": T["num_seeds"],
-            "eval_envs": T["eval_envs"], "methods": list(methods),
-            "evaluation": "deployed policy, first episode per eval env: TD3-harness policies "
-                          "deterministic (no exploration noise), PPO sampled from its Gaussian",
-            "seen_envs": [e for e in test_names if e in train_names],
-            "unseen_envs": [e for e in test_names if e not in train_names],
-            **{f"{m}_return": (first[m]["return"] if m in first else None) for m in (*METHODS, *FLOORS)},
-            "per_env": per_env_summary(results),
-        },
+        "meta_test": meta_test_summary(results, train_names, test_names, T, methods),
     }
     if writer:
         write_meta_test(run_dir, results, f"MetaGenRL objective evolved by ES (meta-trained on "

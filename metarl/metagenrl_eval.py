@@ -213,6 +213,24 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
     return out
 
 
+EVALUATION = ("deployed policy, first episode per eval env: TD3-harness policies deterministic (no "
+              "exploration noise), PPO sampled from its Gaussian")
+
+
+def meta_test_summary(results: dict, train_names, test_names, test_cfg: dict, methods) -> dict:
+    """``summary.json["meta_test"]`` of a MetaGenRL run (either outer loop): the first test env's
+    ``<method>_return`` flat, every env's returns under ``per_env``; ``test_cfg`` the preset's test sizes."""
+    first = results[test_names[0]]
+    return {
+        "env": test_names[0], "test_env_steps": test_cfg["total_steps"], "seeds": test_cfg["num_seeds"],
+        "eval_envs": test_cfg["eval_envs"], "methods": list(methods), "evaluation": EVALUATION,
+        "seen_envs": [e for e in test_names if e in train_names],
+        "unseen_envs": [e for e in test_names if e not in train_names],
+        **{f"{m}_return": (first[m]["return"] if m in first else None) for m in (*METHODS, *FLOORS)},
+        "per_env": per_env_summary(results),
+    }
+
+
 def per_env_summary(results: dict) -> dict:
     """{env: {'<method>_return': ..., '<method>_forward_return': ... (locomotion)}} for summary.json."""
     per = {}
