@@ -5,7 +5,9 @@ test split against PPO and the initial (random) loss, and writes ``<run-dir>/sum
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,7 +63,10 @@ def locomotion_presets() -> dict:
 
 def parse(name: str, env_name: str, argv=None):
     ap = common_parser(f"EPG meta-training on {env_name}, then meta-test on its test split")
-    ap.add_argument("--generations", type=int, default=None, help="ES generations (outer epochs)")
+    ap.add_argument("--generations", type=int, default=None,
+                    help="ES generations (outer epochs); with --resume, a larger value extends the run")
+    # written by an extension into config.json: the G the schedules span (not a user flag)
+    ap.add_argument("--schedule-generations", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--population", type=int, default=None, help="ES population size")
     ap.add_argument("--tasks-per-member", type=int, default=None)
     ap.add_argument("--lifetime-steps", type=int, default=None)
@@ -105,6 +110,7 @@ def build_config(args, presets: dict, env_name: str):
         life = dataclasses.replace(life, objective=args.objective)
     es = cfg.es
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
+                                       schedule_generations=args.schedule_generations,
                                        strategy=args.strategy, l2_penalty=args.l2_penalty).items()
                  if v is not None}
     if args.no_antithetic:
@@ -125,7 +131,7 @@ def build_config(args, presets: dict, env_name: str):
         raise ConfigError(f"--test-agents must be a positive integer, got {test_agents}")
     if args.checkpoint_every <= 0:
         raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
-    eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.generations // 10)
+    eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.schedule_span // 10)
     if eval_every < 0:
         raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
     ppo_cfg = dataclasses.replace(meta_test_ppo_config(cfg.lifetime), **dict(p.ppo))
@@ -142,7 +148,8 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
     args = parse(name, env_name, argv)
     try:
         if args.resume:
-            run_dir, args = resume_args(args, lambda a: parse(name, env_name, a), experiment=name, argv=argv)
+            run_dir, args = resume_args(args, lambda a: parse(name, env_name, a), experiment=name, argv=argv,
+                                        extendable=("generations",))
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         preset, reason, cfg, test_agents, ep_len, eval_every, ppo_cfg = build_config(args, presets, env_name)
         if not args.resume:
@@ -150,7 +157,8 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         mesh = checked_population_mesh(cfg.es.population_size, "population_size")
     except ConfigError as e:
         fail(str(e))
-    if args.resume and (done := finished_run(run_dir)) is not None:
+    extended_from = getattr(args, "extended_from", None)
+    if args.resume and extended_from is None and (done := finished_run(run_dir)) is not None:
         return done
     enable_compilation_cache()
     writer = distributed.is_writer()
@@ -163,10 +171,27 @@ def main(name: str, env_name: str, presets: dict, argv=None) -> dict:
         prepare_run_dir(run_dir, overwrite=args.overwrite)
         write_json_atomic(run_dir / "config.json", {
             "experiment": name, "run_format": RUN_FORMAT, "env": env_name, "preset": preset, "seed": args.seed,
-            "argv": run_argv(argv), "config": dataclasses.asdict(cfg),
+            "argv": stored_generations(run_argv(argv), cfg.es.generations), "config": dataclasses.asdict(cfg),
             "meta_test_ppo": dataclasses.asdict(ppo_cfg)})
+    if writer and extended_from is not None:  # later resumes continue the extended run
+        config = json.loads((run_dir / "config.json").read_text())
+        write_json_atomic(run_dir / "config.json", dict(config, argv=args.stored_argv,
+                                                        config=dataclasses.asdict(cfg)))
+        print(f"[{name}] extending the run from {extended_from} to {cfg.es.generations} generations "
+              f"(schedules keep spanning {cfg.es.schedule_span})", flush=True)
     return meta_train_and_test(epg, cfg, preset, env_name, name, run_dir, args.seed, test_agents,
-                               args.checkpoint_every, args.resume, writer, eval_every, ppo_cfg)
+                               args.checkpoint_every, args.resume, writer, eval_every, ppo_cfg,
+                               restore_generations=extended_from)
+
+
+def stored_generations(argv: list[str], generations: int) -> list[str]:
+    """The argv config.json stores: with --generations explicit, so that --resume can tell an
+    extension (a larger --generations) from the run's own count."""
+    given = any(a == "--generations" or a.startswith("--generations=") for a in argv)
+    return argv if given else [*argv, "--generations", str(generations)]
+
+
+HISTORY_KEYS = ("eval_mean", "eval_best", "fitness_mean", "fitness_max")  # (generations,) each
 
 
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
@@ -181,7 +206,8 @@ def init_run_state(es_state, key, phi0, generations: int) -> dict:
 
 def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_dir: Path, seed: int,
                         test_agents: int, checkpoint_every: int = 10, resume: bool = False,
-                        writer: bool = True, eval_every: int = 0, ppo_config=None) -> dict:
+                        writer: bool = True, eval_every: int = 0, ppo_config=None,
+                        restore_generations: int | None = None) -> dict:
     """Meta-trains, then meta-tests the best loss.
 
     The best loss: with ``eval_every`` > 0, every ``eval_every`` generations (and after the last)
@@ -207,9 +233,13 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
 
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=checkpoint_every, is_writer=writer)
     if resume:
-        step, restored = ckpt.restore_latest(run)
+        # an extended run's checkpoints hold the histories of its stored G: restore, then pad
+        template = run if restore_generations is None else jax.device_get(
+            init_run_state(es_state, k_run, phi0, restore_generations))
+        step, restored = ckpt.restore_latest(template)
         if restored is not None:
-            run = restored
+            run = {k: (np.concatenate([v, run[k][len(v):]]) if k in HISTORY_KEYS else v)
+                   for k, v in restored.items()}
             print(f"[{name}] resumed from checkpoint at generation {int(run['generation'])}", flush=True)
         else:
             print(f"[{name}] no readable checkpoint; starting from generation 0", flush=True)

@@ -111,23 +111,42 @@ def run_argv(argv: list[str]) -> list[str]:
 RESUME_SAFE = frozenset({"checkpoint_every"})
 
 
-def resume_args(args, parse, experiment: str | None = None, argv: list[str] | None = None):
+def resume_args(args, parse, experiment: str | None = None, argv: list[str] | None = None,
+                extendable: tuple[str, ...] = ()):
     """For ``--resume``: (run dir, the run's stored arguments with this launch's flags);
     ``experiment`` as in ``stored_argv``.
 
     ``argv``: this launch's command line. A flag on it whose value differs from the stored run's is
     applied where that is safe (``RESUME_SAFE``) and refused (ConfigError naming the flag) otherwise:
-    a flag given on the command line is never silently ignored."""
+    a flag given on the command line is never silently ignored. ``extendable``: count flags (e.g.
+    ``generations``) that may grow: the run is extended to the new count, ``schedule_<dest>`` keeps
+    the stored count (its schedules continue unchanged), ``extended_from`` holds the stored count
+    and ``stored_argv`` the argv to write back; a smaller count is refused."""
     run_dir, stored = stored_argv(args.run_dir, experiment)
     stored = run_argv(stored)
     resumed = parse(stored)  # the run continues with its own configuration
+    resumed.extended_from, resumed.stored_argv = None, stored
     if argv is not None:
         given = _without_run_dir(run_argv(argv))
         merged = parse(stored + given)  # argparse: the last value of a flag wins
+        base = parse(stored)
         for dest, value in vars(merged).items():
-            if value == getattr(resumed, dest, None) or dest in ("run_dir", "resume"):
+            old = getattr(base, dest, None)
+            if value == old or dest in ("run_dir", "resume", "extended_from", "stored_argv"):
                 continue
             flag = "--" + dest.replace("_", "-")
+            if dest in extendable and isinstance(value, int) and isinstance(old, int):
+                if value < old:
+                    raise ConfigError(f"--resume: {flag} {value} is below the stored run's {old}; a run "
+                                      f"can be extended, not shortened")
+                setattr(resumed, dest, value)
+                resumed.extended_from = old
+                schedule = f"schedule_{dest}"
+                if getattr(resumed, schedule, None) is None:
+                    setattr(resumed, schedule, old)
+                resumed.stored_argv = stored + [flag, str(value), f"--schedule-{dest.replace('_', '-')}",
+                                                str(getattr(resumed, schedule))]
+                continue
             if dest not in RESUME_SAFE:
                 raise ConfigError(f"--resume: {flag} {_shown(value)} differs from the stored run's "
                                   f"{_shown(getattr(resumed, dest, None))}; a resumed run keeps it "

@@ -138,7 +138,6 @@ def _stored_run(tmp_path, argv, **extra):
 
 @pytest.mark.parametrize("flag, message", [
     (["--seed", "5"], "--resume: --seed 5 differs from the stored run's 3"),
-    (["--generations", "9"], "--resume: --generations 9 differs from the stored run's 4"),
     (["--no-crn"], "--resume: --no-crn (on) differs from the stored run's (off)"),
     (["--population", "8"], "--resume: --population 8 differs from the stored run's (preset default)"),
 ])
@@ -171,3 +170,35 @@ def test_resume_of_a_finished_run_rewrites_nothing(tmp_path, capsys):
     assert "nothing to resume, nothing rewritten" in capsys.readouterr().out
     assert summary.stat().st_mtime_ns == mtime and sorted(p.name for p in run_dir.iterdir()) == [
         "config.json", "summary.json"]
+
+
+def _point_main(argv):
+    from experiments.epg_common import main
+    from experiments.epg_point import ENV, PRESETS
+
+    return main("epg_point", ENV, PRESETS, argv)
+
+
+@pytest.mark.e2e
+def test_generations_extend_a_finished_run_and_keep_its_schedules(tmp_path, capsys):
+    tiny = ["--preset", "smoke", "--population", "2", "--lifetime-steps", "64", "--test-agents", "1",
+            "--seed", "4", "--checkpoint-every", "1"]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    _point_main([*tiny, "--generations", "2", "--run-dir", str(run)])
+    before = (run / "metrics.jsonl").read_text().splitlines()
+    code, err = exit_code_and_stderr(_point_main, ["--resume", "--run-dir", str(run), "--generations", "1"], capsys)
+    assert code == 2 and "--generations 1 is below the stored run's 2" in err
+    s = _point_main(["--resume", "--run-dir", str(run), "--generations", "3"])
+    after = (run / "metrics.jsonl").read_text().splitlines()
+    assert after[:2] == before and len(after) == 3 and json.loads(after[2])["generation"] == 3
+    assert s["generations"] == 3 and s["resumed_from"] == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["es"]["generations"] == 3 and config["config"]["es"]["schedule_generations"] == 2
+    # the extension equals a run made with those schedules from the start
+    _point_main([*tiny, "--generations", "3", "--schedule-generations", "2", "--run-dir", str(ref)])
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if k not in ("gen_s", "env_steps_per_s")}
+    assert [strip(l) for l in after] == [strip(l) for l in (ref / "metrics.jsonl").read_text().splitlines()]
+    # nothing left to extend: a further resume rewrites nothing
+    mtime = (run / "summary.json").stat().st_mtime_ns
+    assert _point_main(["--resume", "--run-dir", str(run)])["generations"] == 3
+    assert (run / "summary.json").stat().st_mtime_ns == mtime

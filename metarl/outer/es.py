@@ -47,6 +47,13 @@ class ESConfig:
     l2_penalty: float | None = None
     antithetic: bool = True
     ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction, then 0
+    # the G that the lr decay and the f anneal span; None: ``generations``. A run extended past its
+    # original G keeps its schedules (the recorded series of the first G generations never change).
+    schedule_generations: int | None = None
+
+    @property
+    def schedule_span(self) -> int:
+        return self.generations if self.schedule_generations is None else self.schedule_generations
 
     def validate(self) -> "ESConfig":
         if self.strategy not in _algorithms():
@@ -55,6 +62,8 @@ class ESConfig:
         for f in ("population_size", "generations"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        if self.schedule_generations is not None and self.schedule_generations <= 0:
+            raise ValueError(f"schedule_generations must be a positive integer, got {self.schedule_generations}")
         if self.sigma <= 0 or self.learning_rate <= 0:
             raise ValueError(f"sigma and learning_rate must be positive, got {self.sigma}, "
                              f"{self.learning_rate}")
@@ -83,13 +92,13 @@ def l2_penalty(cfg: ESConfig) -> float:
 
 def learning_rate_schedule(cfg: ESConfig):
     """lr(g): linear from lr to lr x decay_factor over the first decay_fraction of G, then constant."""
-    steps = max(1, int(cfg.lr_decay_fraction * cfg.generations))
+    steps = max(1, int(cfg.lr_decay_fraction * cfg.schedule_span))
     return optax.linear_schedule(cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor, steps)
 
 
 def ppo_factor(generation, cfg: ESConfig):
     """f(g) = max(0, 1 - g / (anneal_fraction * G)): PPO mixing factor of the inner loss."""
-    span = cfg.ppo_anneal_fraction * cfg.generations
+    span = cfg.ppo_anneal_fraction * cfg.schedule_span
     if span <= 0:
         return jnp.float32(0.0)
     return jnp.clip(1.0 - generation / span, 0.0, 1.0).astype(jnp.float32)
