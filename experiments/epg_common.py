@@ -236,13 +236,9 @@ def meta_train_and_test(epg: EPG, cfg: EPGConfig, preset, env_name, name, run_di
         # an extended run's checkpoints hold the histories of its stored G: restore, then pad
         template = run if restore_generations is None else jax.device_get(
             init_run_state(es_state, k_run, phi0, restore_generations))
-        step, restored = ckpt.restore_latest(template)
-        if restored is not None:
-            run = {k: (np.concatenate([v, run[k][len(v):]]) if k in HISTORY_KEYS else v)
-                   for k, v in restored.items()}
-            print(f"[{name}] resumed from checkpoint at generation {int(run['generation'])}", flush=True)
-        else:
-            print(f"[{name}] no readable checkpoint; starting from generation 0", flush=True)
+        restored = ckpt.resume(template, "generation", name)
+        run = {k: (np.concatenate([v, run[k][len(v):]]) if k in HISTORY_KEYS else v)
+               for k, v in restored.items()}
     start = int(run["generation"])
     log = MetricsLog(run_dir, start + 1, enabled=writer)
 

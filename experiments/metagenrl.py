@@ -271,12 +271,7 @@ def main(argv=None) -> int:
     run = init_run_state(state, I, E)
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
     if args.resume:
-        step, restored = ckpt.restore_latest(run)
-        if restored is not None:
-            run = restored
-            print(f"[metagenrl] resumed from checkpoint at iteration {int(run['iteration'])}", flush=True)
-        else:
-            print("[metagenrl] no readable checkpoint; starting from iteration 0", flush=True)
+        run = ckpt.resume(run, "iteration", "metagenrl")
     start = int(run["iteration"])
 
     t0 = time.time()

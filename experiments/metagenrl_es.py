@@ -58,12 +58,7 @@ def run_es(args, argv, preset, why, P, cfg, train_names, test_names, methods, ru
     run = jax.device_get(init_run_state(es_state, k_run, G, E))
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
     if args.resume:
-        step, restored = ckpt.restore_latest(run)
-        if restored is not None:
-            run = restored
-            print(f"[metagenrl-es] resumed from checkpoint at generation {int(run['generation'])}", flush=True)
-        else:
-            print("[metagenrl-es] no readable checkpoint; starting from generation 0", flush=True)
+        run = ckpt.resume(run, "generation", "metagenrl-es")
     start = int(run["generation"])
     steps_per_gen = Pop * A * E * cfg.lifetime_steps
     log = MetricsLog(run_dir, start + 1, enabled=writer, step_key="generation")

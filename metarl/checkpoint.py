@@ -51,6 +51,17 @@ class RunCheckpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps(read=True)) if self.manager is not None else []
 
+    def resume(self, run: dict, counter: str, name: str, template=None) -> dict:
+        """``--resume``: the run state of the newest readable checkpoint, else ``run`` unchanged;
+        prints which. ``counter``: the run state's outer-step key (``generation`` / ``iteration``);
+        ``template``: the checkpoint's structure when it differs from ``run`` (default ``run``)."""
+        _, restored = self.restore_latest(run if template is None else template)
+        if restored is None:
+            print(f"[{name}] no readable checkpoint; starting from {counter} 0", flush=True)
+            return run
+        print(f"[{name}] resumed from checkpoint at {counter} {int(restored[counter])}", flush=True)
+        return restored
+
     def restore_latest(self, template):
         """Returns (step, state) from the newest checkpoint that restores; (None, None) if none do.
 
