@@ -37,6 +37,9 @@ RUNS = {
     "metagenrl": ("experiments.metagenrl",
                   ["--preset", "smoke", "--seed", "14", "--meta-iterations", "2",
                    "--methods", "learned,initial_loss,td3"]),
+    "metagenrl_es": ("experiments.metagenrl",
+                     ["--preset", "smoke", "--seed", "15", "--outer", "es",
+                      "--methods", "learned,initial_loss,td3"]),
 }
 
 
