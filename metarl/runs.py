@@ -1,4 +1,5 @@
-"""Run plumbing shared by every experiment: presets, run directories, summary.json, CLI errors.
+"""Run-directory plumbing under the run driver (metarl/runner.py): presets, run directories,
+stored flags, summary.json, CLI errors.
 
 Contract: every experiment writes ``<run-dir>/summary.json`` with at least ``algorithm``, ``env``,
 ``preset``, ``seed``, ``outer_steps`` (ES generations for EPG, which also writes ``generations``;
@@ -10,7 +11,6 @@ numbered from 1 (the outer step just completed) under ``generation`` (EPG) or ``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -84,95 +84,6 @@ def stored_argv(run_dir: str | None, experiment: str | None = None) -> tuple[Pat
                           f"(an older metarl; its metrics.jsonl numbering differs), this metarl writes "
                           f"format {RUN_FORMAT}; start a new run in another --run-dir")
     return p, config["argv"]
-
-
-# Flags of one launch, not of the run: never stored in config.json, taken from the current command
-# line on --resume (a resumed multi-host run may get a new coordinator; each process has its own id).
-LAUNCH_FLAGS = {"--overwrite": 0, "--resume": 0, "--coordinator": 1, "--num-processes": 1,
-                "--process-id": 1}
-
-
-def run_argv(argv: list[str]) -> list[str]:
-    """``argv`` without the launch flags: what config.json stores for --resume."""
-    out, skip = [], 0
-    for a in argv:
-        if skip:
-            skip -= 1
-            continue
-        name = a.split("=", 1)[0]
-        if name in LAUNCH_FLAGS:
-            skip = LAUNCH_FLAGS[name] if "=" not in a else 0
-            continue
-        out.append(a)
-    return out
-
-
-# Flags a resumed run may change: they alter neither the meta-training nor its recorded series.
-RESUME_SAFE = frozenset({"checkpoint_every"})
-
-
-def resume_args(args, parse, experiment: str | None = None, argv: list[str] | None = None,
-                extendable: tuple[str, ...] = ()):
-    """For ``--resume``: (run dir, the run's stored arguments with this launch's flags);
-    ``experiment`` as in ``stored_argv``.
-
-    ``argv``: this launch's command line. A flag on it whose value differs from the stored run's is
-    applied where that is safe (``RESUME_SAFE``) and refused (ConfigError naming the flag) otherwise:
-    a flag given on the command line is never silently ignored. ``extendable``: count flags (e.g.
-    ``generations``) that may grow: the run is extended to the new count, ``schedule_<dest>`` keeps
-    the stored count (its schedules continue unchanged), ``extended_from`` holds the stored count
-    and ``stored_argv`` the argv to write back; a smaller count is refused."""
-    run_dir, stored = stored_argv(args.run_dir, experiment)
-    stored = run_argv(stored)
-    resumed = parse(stored)  # the run continues with its own configuration
-    resumed.extended_from, resumed.stored_argv = None, stored
-    if argv is not None:
-        given = _without_run_dir(run_argv(argv))
-        merged = parse(stored + given)  # argparse: the last value of a flag wins
-        base = parse(stored)
-        for dest, value in vars(merged).items():
-            old = getattr(base, dest, None)
-            if value == old or dest in ("run_dir", "resume", "extended_from", "stored_argv"):
-                continue
-            flag = "--" + dest.replace("_", "-")
-            if dest in extendable and isinstance(value, int) and isinstance(old, int):
-                if value < old:
-                    raise ConfigError(f"--resume: {flag} {value} is below the stored run's {old}; a run "
-                                      f"can be extended, not shortened")
-                setattr(resumed, dest, value)
-                resumed.extended_from = old
-                schedule = f"schedule_{dest}"
-                if getattr(resumed, schedule, None) is None:
-                    setattr(resumed, schedule, old)
-                resumed.stored_argv = stored + [flag, str(value), f"--schedule-{dest.replace('_', '-')}",
-                                                str(getattr(resumed, schedule))]
-                continue
-            if dest not in RESUME_SAFE:
-                raise ConfigError(f"--resume: {flag} {_shown(value)} differs from the stored run's "
-                                  f"{_shown(getattr(resumed, dest, None))}; a resumed run keeps it "
-                                  f"(start a new run to change it)")
-            setattr(resumed, dest, value)
-    resumed.resume = True
-    for k in ("coordinator", "num_processes", "process_id"):
-        setattr(resumed, k, getattr(args, k))
-    return run_dir, resumed
-
-
-def _without_run_dir(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--run-dir":
-            skip = True
-        elif not a.startswith("--run-dir="):
-            out.append(a)
-    return out
-
-
-def _shown(value) -> str:
-    return "(off)" if value is False else "(on)" if value is True else "(preset default)" if value is None \
-        else repr(value) if isinstance(value, str) else str(value)
 
 
 def finished_run(run_dir: Path) -> dict | None:
@@ -253,11 +164,7 @@ def device_info() -> dict:
             "device_kind": jax.devices()[0].device_kind}
 
 
-def common_parser(description: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--preset", default=None,
-                    help=f"one of {', '.join(PRESETS)}; default: cpu without an accelerator, else paper")
-    ap.add_argument("--run-dir", default=None, help="output directory (default: runs/<experiment>-<preset>)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    return ap
+def fmt_time(s: float) -> str:
+    """Seconds as ``1h02m`` or ``3m04s`` (progress lines' ETA)."""
+    s = int(max(s, 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

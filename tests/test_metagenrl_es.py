@@ -16,9 +16,10 @@ def test_es_smoke_run_writes_the_outputs(tmp_path):
     from experiments.metagenrl import main
 
     run_dir = tmp_path / "run"
-    assert main(["--preset", "smoke", "--outer", "es", "--population", "2", "--generations", "1",
-                 "--methods", "learned,initial_loss", "--run-dir", str(run_dir)]) == 0
+    returned = main(["--preset", "smoke", "--outer", "es", "--population", "2", "--generations", "1",
+                     "--methods", "learned,initial_loss", "--run-dir", str(run_dir)])
     s = json.loads((run_dir / "summary.json").read_text())
+    assert returned["meta_test"]["learned_return"] == s["meta_test"]["learned_return"]
     assert s["outer"] == "es" and s["generations"] == 1 and s["population_size"] == 2
     mt = s["meta_test"]
     assert np.isfinite(mt["learned_return"]) and np.isfinite(mt["initial_loss_return"])

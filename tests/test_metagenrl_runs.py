@@ -126,3 +126,24 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree_util.tree_leaves(tree)
+
+
+@pytest.mark.e2e
+def test_meta_iterations_extend_a_finished_run_as_if_run_whole(tmp_path, capsys):
+    """The generic driver's extension for MetaGenRL: a 2-iteration run resumed with
+    --meta-iterations 3 logs what a 3-iteration run logs (no schedule depends on the count)."""
+    from experiments.metagenrl import main
+
+    tiny = ["--preset", "smoke", "--methods", "learned", "--seed", "5", "--checkpoint-every", "1"]
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    main([*tiny, "--meta-iterations", "2", "--run-dir", str(run)])
+    code, err = exit_code_and_stderr(main, ["--resume", "--run-dir", str(run), "--meta-iterations", "1"], capsys)
+    assert code == 2 and "--meta-iterations 1 is below the stored run's 2" in err
+    s = main(["--resume", "--run-dir", str(run), "--meta-iterations", "3"])
+    assert s["meta_iterations"] == 3 and s["resumed_from"] == 2 and len(s["meta_train_history"]) == 3
+    assert json.loads((run / "config.json").read_text())["config"]["meta_iterations"] == 3
+    main([*tiny, "--meta-iterations", "3", "--run-dir", str(ref)])
+    assert _history(run) == _history(ref)
+    mtime = (run / "summary.json").stat().st_mtime_ns
+    assert main(["--resume", "--run-dir", str(run)])["meta_iterations"] == 3
+    assert (run / "summary.json").stat().st_mtime_ns == mtime

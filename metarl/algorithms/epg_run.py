@@ -1,0 +1,243 @@
+"""EPG as a run of the driver (metarl/runner.py): flags, checked configuration, the ES generation
+step with best-loss selection, and the meta-test on the family's test split.
+
+Used by ``python -m experiments.epg_<family>``: ``run("epg_point", "goal_point", PRESETS, argv)``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from metarl import runner
+from metarl.runs import ConfigError, resolve_preset
+
+# run-state arrays with one entry per generation (NaN until recorded)
+HISTORY_KEYS = ("eval_mean", "eval_best", "fitness_mean", "fitness_max")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """epg: the method's config (metarl.epg.EPGConfig); test_agents: meta-test agents per method;
+    episode_length: the family's episode length (None: its default); ppo: overrides of the
+    meta-test PPO baseline (metarl.evaluate.meta_test_ppo_config), PPO's own tuned settings."""
+
+    epg: object
+    test_agents: int
+    episode_length: int | None = None
+    ppo: tuple = ()  # ((field, value), ...) of PPOConfig
+
+
+def parser(env_name: str) -> argparse.ArgumentParser:
+    from metarl.inner.epg_lifetime import OBJECTIVES
+
+    ap = runner.experiment_parser(f"EPG meta-training on {env_name}, then meta-test on its test split",
+                                  outer_step="generations")
+    ap.add_argument("--generations", type=int, default=None,
+                    help="ES generations (outer epochs); with --resume, a larger value extends the run")
+    # written by an extension into config.json: the G the schedules span (not a user flag)
+    ap.add_argument("--schedule-generations", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--population", type=int, default=None, help="ES population size")
+    ap.add_argument("--tasks-per-member", type=int, default=None)
+    ap.add_argument("--lifetime-steps", type=int, default=None)
+    ap.add_argument("--no-context-gradient", action="store_true",
+                    help="compute the learned loss's buffer context once per update and hold it "
+                         "constant (stop-gradient; faster, an approximation of the paper's gradient)")
+    ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
+    ap.add_argument("--objective", default=None, metavar="{" + ",".join(OBJECTIVES) + "}",
+                    help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
+                         "with L_phi's output layer starting at zero (ES starts from PPO); lstm: "
+                         "(1 - f) L_alpha + f L_PPO, ES evolving MetaGenRL's backward-LSTM objective "
+                         "L_alpha on EPG's on-policy learner (a new combination)")
+    ap.add_argument("--l2-penalty", type=float, default=None,
+                    help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
+                         "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
+    ap.add_argument("--no-antithetic", action="store_true")
+    ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
+    ap.add_argument("--test-agents", type=int, default=None)
+    ap.add_argument("--eval-every", type=int, default=None,
+                    help="generations between held-out evaluations that pick the best loss (default: "
+                         "a tenth of the generations; 0: pick by the generation's mean fitness)")
+    return ap
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What ``build`` needs beyond the EPGConfig."""
+
+    env_name: str
+    cfg: object  # EPGConfig
+    test_agents: int
+    episode_length: int | None
+    eval_every: int
+    ppo_cfg: object  # PPOConfig of the meta-test baseline
+
+
+def configure(args, presets: dict, env_name: str) -> runner.Plan:
+    """Applies CLI overrides to the preset; raises ConfigError naming any bad value."""
+    from metarl.evaluate import meta_test_ppo_config
+    from metarl.outer.es import strategies
+
+    preset_name, reason = resolve_preset(args.preset)
+    p = presets[preset_name]
+    cfg = p.epg
+    life = cfg.lifetime
+    if args.lifetime_steps is not None:
+        life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
+    if args.no_context_gradient:
+        life = dataclasses.replace(life, context_gradient=False)
+    if args.objective is not None:
+        life = dataclasses.replace(life, objective=args.objective)
+    overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
+                                       schedule_generations=args.schedule_generations,
+                                       strategy=args.strategy, l2_penalty=args.l2_penalty).items()
+                 if v is not None}
+    if args.no_antithetic:
+        overrides["antithetic"] = False
+    es = dataclasses.replace(cfg.es, **overrides)
+    cfg = dataclasses.replace(cfg, lifetime=life, es=es,
+                              tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
+                                                else args.tasks_per_member),
+                              common_random_numbers=cfg.common_random_numbers and not args.no_crn)
+    test_agents = args.test_agents if args.test_agents is not None else p.test_agents
+    if args.strategy is not None and args.strategy not in strategies():
+        raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(strategies())}")
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if test_agents <= 0:
+        raise ConfigError(f"--test-agents must be a positive integer, got {test_agents}")
+    eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.schedule_span // 10)
+    if eval_every < 0:
+        raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
+    ppo_cfg = dataclasses.replace(meta_test_ppo_config(cfg.lifetime), **dict(p.ppo))
+    return runner.Plan(
+        preset=preset_name, why=reason, population=(cfg.es.population_size, "population_size"),
+        header=f"env={env_name}",
+        config={"env": env_name, "config": dataclasses.asdict(cfg),
+                "meta_test_ppo": dataclasses.asdict(ppo_cfg)},
+        counts={"generations": cfg.es.generations},
+        extension_note=f" (schedules keep spanning {cfg.es.schedule_span})",
+        algo=Settings(env_name, cfg, test_agents, p.episode_length, eval_every, ppo_cfg))
+
+
+def init_run_state(es_state, key, phi0, generations: int) -> dict:
+    """The whole resumable state of a meta-training run (a pytree of arrays)."""
+    import numpy as np
+
+    nan = lambda: np.full(generations, np.nan, np.float32)  # noqa: E731
+    return {"es_state": es_state, "key": key, "generation": np.int32(0), "best_params": phi0,
+            "best_score": np.float32(-np.inf),
+            **{k: nan() for k in HISTORY_KEYS}}
+
+
+def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
+    """The ES outer loop of one EPG run.
+
+    The best loss: with ``eval_every`` > 0, every ``eval_every`` generations (and after the last)
+    the ES mean and the best loss so far (initially phi_0) each train ``test_agents`` fresh agents
+    on the same fresh train-split tasks and seeds, and the better one is kept (openai/EPG: test
+    runs every 50 epochs); with 0, the ES mean of the generation with the best mean fitness.
+    """
+    import jax
+    import numpy as np
+
+    from metarl import envs
+    from metarl.epg import EPG
+    from metarl.evaluate import EVALUATION, epg_compare_losses, epg_meta_test
+    from metarl.outer.es import compile_generation
+
+    s: Settings = plan.algo
+    cfg = s.cfg
+    env = envs.make(s.env_name, episode_length=s.episode_length)
+    epg = EPG(env, cfg, mesh=mesh if jax.device_count() > 1 else None)
+    k_es, k_run, k_test = jax.random.split(jax.random.PRNGKey(args.seed), 3)
+    k_select = jax.random.fold_in(k_test, 1)
+    es, _, es_state, generation = epg.make_es(k_es)
+    phi0 = es.get_mean(es_state)  # the initial (random) loss: the ES mean before any generation
+    n_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(phi0))
+    G, pop, tasks = cfg.es.generations, cfg.es.population_size, cfg.tasks_per_member
+    steps_per_gen = pop * tasks * (cfg.lifetime.lifetime_steps + env.episode_length * cfg.lifetime.eval_envs)
+    print(f"[{name}] loss parameters: {n_params}; population {pop} x {tasks} tasks; lifetime "
+          f"{cfg.lifetime.lifetime_steps} steps; {G} generations", flush=True)
+    compiled, compile_s, es_state = compile_generation(generation, es_state, k_run, epg.mesh)
+    print(f"[{name}] compiled one generation in {compile_s:.1f}s", flush=True)
+
+    def step(run, g):
+        k_next, k = jax.random.split(run["key"])
+        mean_before = es.get_mean(run["es_state"])
+        t0 = time.time()
+        new_state, info = compiled(run["es_state"], k)
+        info = jax.device_get(info)
+        dt = time.time() - t0
+        mean_f = float(info["mean"])
+        run = dict(run, es_state=jax.device_get(new_state), key=jax.device_get(k_next),
+                   generation=np.int32(g + 1))
+        runner.record(run, g, fitness_mean=mean_f, fitness_max=float(info["max"]))
+        rec = {"generation": g + 1, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
+               "fitness_min": float(info["min"]), "nonfinite": int(info["nonfinite"]),
+               "ppo_factor": float(info["ppo_factor"]), "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
+        if s.eval_every == 0:
+            if np.isfinite(mean_f) and mean_f > float(run["best_score"]):
+                # sigma is small: the population's mean fitness scores the ES mean it was drawn around
+                run["best_score"], run["best_params"] = np.float32(mean_f), jax.device_get(mean_before)
+        elif (g + 1) % s.eval_every == 0 or g + 1 == G:
+            mean_now = es.get_mean(run["es_state"])
+            r_mean, r_best = epg_compare_losses(epg, mean_now, run["best_params"],
+                                                jax.random.fold_in(k_select, g), s.test_agents)
+            runner.record(run, g, eval_mean=r_mean, eval_best=r_best)
+            if np.isfinite(r_mean) and not r_mean <= r_best:
+                run["best_score"], run["best_params"] = np.float32(r_mean), jax.device_get(mean_now)
+            else:
+                run["best_score"] = np.float32(r_best)
+            rec.update(eval_mean=r_mean, eval_best=r_best)
+        held_out = (f" | held-out: mean {rec['eval_mean']:.2f} vs best {rec['eval_best']:.2f}"
+                    if "eval_mean" in rec else "")
+        progress = (f"gen {g + 1}/{G} fitness mean {mean_f:9.2f} max {rec['fitness_max']:9.2f} "
+                    f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} "
+                    f"{rec['env_steps_per_s']:,.0f} env-steps/s{held_out}")
+        return run, rec, progress
+
+    def objectives(run):
+        return {"best_loss": run["best_params"], "final_loss": es.get_mean(run["es_state"])}
+
+    def finish(run):
+        print(f"[{name}] meta-test: {s.test_agents} fresh agents on the test split (learned loss, PPO, "
+              f"no-update, zero-action, initial loss; sampled-action evaluation)", flush=True)
+        res = epg_meta_test(epg, run["best_params"], phi0, k_test, s.test_agents, ppo_config=s.ppo_cfg)
+        fm = run["fitness_mean"]
+        tenth = max(1, G // 10)
+        summary = {
+            "algorithm": "epg", "env": s.env_name, "objective": cfg.lifetime.objective,
+            "generations": G, "population_size": pop, "tasks_per_member": tasks,
+            "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
+            "env_steps": steps_per_gen * G,
+            "fitness_first": float(fm[0]), "fitness_last": float(fm[-1]),
+            "fitness_first_10pct": float(np.nanmean(fm[:tenth])),
+            "fitness_last_10pct": float(np.nanmean(fm[-tenth:])),
+            "best_selection": (f"held-out evaluation every {s.eval_every} generations ({s.test_agents} "
+                               f"train-split agents, paired with the best so far)" if s.eval_every
+                               else "best generation mean fitness"),
+            "best_score": float(run["best_score"]),
+            "meta_test": {"split": "test", "agents": s.test_agents, "evaluation": EVALUATION,
+                          "eval_episodes": cfg.lifetime.eval_envs,
+                          **{f"{m}_return": r["return"] for m, r in res.items()},
+                          **{f"{m}_return_mean_action": r["return_mean_action"] for m, r in res.items()}},
+        }
+        table = (f"[{name}] meta-test returns (test split, mean of {s.test_agents} agents, sampled "
+                 f"actions): " + " | ".join(f"{m.replace('_', ' ')} {r['return']:.2f}" for m, r in res.items()))
+        return runner.Outcome(summary, {s.env_name: res}, f"EPG meta-test on {s.env_name} (test split)", table)
+
+    return runner.Loop(name=name, counter="generation", total=G,
+                       state=jax.device_get(init_run_state(es_state, k_run, phi0, G)),
+                       compile_s=compile_s, step=step, objectives=objectives, finish=finish,
+                       history=HISTORY_KEYS)
+
+
+def run(name: str, env_name: str, presets: dict, argv=None) -> dict:
+    """``python -m experiments.<name>``: EPG on ``env_name`` with ``presets``; returns summary.json's dict."""
+    return runner.main(name, argv, parser(env_name).parse_args,
+                       lambda args: configure(args, presets, env_name),
+                       lambda plan, args, mesh: build(plan, args, mesh, name),
+                       extendable=("generations",))

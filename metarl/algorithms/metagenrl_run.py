@@ -1,0 +1,310 @@
+"""MetaGenRL as a run of the driver (metarl/runner.py): flags, checked configuration, and the two
+outer loops over one learned objective L_alpha, followed by the same meta-test.
+
+``--outer metagrad`` (default): MetaGenRL's second-order meta-gradient through the critics of a TD3
+population (metarl/algorithms/metagenrl.py). ``--outer es``: ES evolves alpha over TD3 lifetimes of
+the frozen-objective harness (metarl/algorithms/metagenrl_es.py), a new combination; learned = the
+ES mean at the end, initial_loss = alpha_0.
+
+Used by ``python -m experiments.metagenrl``: ``run(PRESETS, argv)``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from metarl import runner
+from metarl.runs import ConfigError, resolve_preset
+
+OUTERS = ("metagrad", "es")
+# flags of one outer loop only: given with the other, they are refused (exit 2)
+METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step")
+ES_ONLY = ("population", "generations")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = runner.experiment_parser("MetaGenRL: meta-train one learned objective L_alpha over a TD3 "
+                                  "population, then meta-test it.",
+                                  outer_step="meta-iterations (--outer es: generations)")
+    ap.add_argument("--train-envs", default=None, help="comma-separated meta-training envs")
+    ap.add_argument("--test-envs", default=None, help="comma-separated meta-test envs")
+    ap.add_argument("--meta-iterations", type=int, default=None,
+                    help="with --resume, a larger value extends the run")
+    ap.add_argument("--agents-per-env", type=int, default=None)
+    ap.add_argument("--lookahead-step", type=float, default=None,
+                    help="eta of the lookahead phi' = phi - eta grad L_alpha on the mean (the original's "
+                         "lr 1e-3 on its 100 x 20 sum is 2.0)")
+    ap.add_argument("--outer", default="metagrad", choices=OUTERS,
+                    help="metagrad: MetaGenRL's second-order meta-gradient (default); es: ES evolves "
+                         "the objective over TD3 lifetimes (a new combination)")
+    ap.add_argument("--population", type=int, default=None, help="--outer es: ES population size")
+    ap.add_argument("--generations", type=int, default=None,
+                    help="--outer es: ES generations; with --resume, a larger value extends the run")
+    # written by an extension into config.json: the G the ES schedules span (not a user flag)
+    ap.add_argument("--schedule-generations", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--methods", default=None,
+                    help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
+                         "td3, reinforce, ppo)")
+    return ap
+
+
+def parse_envs(text: str, flag: str) -> list[str]:
+    from metarl.envs import ENV_NAMES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"{flag} {text!r} names no environment")
+    for n in names:
+        if n not in ENV_NAMES:
+            raise ConfigError(f"{flag}: unknown environment {n!r}; expected names from "
+                              f"{', '.join(ENV_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{flag} {text!r} repeats an environment")
+    return names
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What ``build`` needs: the preset's dict, the checked config, envs and meta-test methods."""
+
+    preset: dict
+    cfg: object  # MetaGenRLConfig (metagrad) or MetaGenRLESConfig (es)
+    train_names: list
+    test_names: list
+    methods: tuple
+    outer: str
+
+
+def configure(args, presets: dict) -> runner.Plan:
+    """Preset plus CLI overrides; raises ConfigError naming any bad value."""
+    from metarl.metagenrl_eval import METHODS
+
+    preset, why = resolve_preset(args.preset)
+    P = presets[preset]
+    train_names = parse_envs(P["train_envs"] if args.train_envs is None else args.train_envs, "--train-envs")
+    test_names = parse_envs(P["test_envs"] if args.test_envs is None else args.test_envs, "--test-envs")
+    methods = tuple(P.get("methods", METHODS))
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise ConfigError(f"--methods {args.methods!r}: unknown method {bad[0] if bad else ''!r}; "
+                              f"expected names from {', '.join(METHODS)}")
+        if "learned" not in methods:
+            raise ConfigError(f"--methods {args.methods!r} must include 'learned'")
+    for flag in (METAGRAD_ONLY if args.outer == "es" else ES_ONLY):
+        if getattr(args, flag) is not None:
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} is not used by --outer {args.outer}" +
+                              (" (use --population, --generations)" if args.outer == "es"
+                               else " (it sets the ES of --outer es)"))
+    envs_text = f"train {','.join(train_names)} -> test {','.join(test_names)}"
+    config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods)}
+    if args.outer == "es":
+        cfg = es_config(P, args)
+        return runner.Plan(preset, why, (cfg.es.population_size, "population"), envs_text,
+                           {"outer": "es", **config, "config": dataclasses.asdict(cfg)},
+                           counts={"generations": cfg.es.generations},
+                           algo=Settings(P, cfg, train_names, test_names, methods, "es"),
+                           extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
+    cfg = metagrad_config(P, args)
+    return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
+                       {**config, "config": dataclasses.asdict(cfg)},
+                       counts={"meta_iterations": cfg.meta_iterations},
+                       algo=Settings(P, cfg, train_names, test_names, methods, "metagrad"))
+
+
+def metagrad_config(P: dict, args):
+    """The ``--outer metagrad`` configuration: the preset's ``meta`` and ``td3`` sizes plus flags."""
+    from metarl.algorithms.metagenrl import MetaGenRLConfig
+    from metarl.inner.td3 import TD3Config
+
+    meta = dict(P["meta"])
+    for field in METAGRAD_ONLY:
+        if getattr(args, field) is not None:
+            meta[field] = getattr(args, field)
+    try:
+        return MetaGenRLConfig(td3=TD3Config(**P["td3"]), **meta).validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def es_config(P: dict, args):
+    """The ``--outer es`` configuration: the preset's ``es`` sizes, --population, --generations."""
+    from metarl.algorithms.metagenrl_es import MetaGenRLESConfig
+    from metarl.inner.td3 import TD3Config
+    from metarl.outer.es import ESConfig
+
+    es = dict(P["es"])
+    td3 = dict(P["td3"], **es.pop("td3", {}))
+    es_fields = {"population_size": es.pop("population_size"), "generations": es.pop("generations"),
+                 "schedule_generations": args.schedule_generations}
+    for flag, field in (("population", "population_size"), ("generations", "generations")):
+        if getattr(args, flag) is not None:
+            es_fields[field] = getattr(args, flag)
+    try:
+        return MetaGenRLESConfig(td3=TD3Config(**td3), es=ESConfig(ppo_anneal_fraction=0.0, **es_fields),
+                                 **es).validate()
+    except ValueError as e:
+        msg = str(e).replace("population_size", "--population").replace("generations must", "--generations must")
+        raise ConfigError(msg) from None
+
+
+def build(plan: runner.Plan, args, mesh) -> runner.Loop:
+    s: Settings = plan.algo
+    return (_build_es if s.outer == "es" else _build_metagrad)(s, args.seed, mesh)
+
+
+def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
+    import jax
+    import numpy as np
+
+    from metarl import distributed, envs
+    from metarl.algorithms.metagenrl import make_trainer
+
+    cfg, names = s.cfg, s.train_names
+    trainer = make_trainer([envs.make(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
+    # Host copies with canonical (non-weak) dtypes: the compiled iteration takes exactly these
+    # types from a fresh start and from a restored checkpoint alike.
+    state = distributed.to_host(trainer.init(jax.random.PRNGKey(seed)))
+    initial_alpha = state.alpha
+    I, E = cfg.meta_iterations, len(names)
+    t0 = time.time()
+    iteration = jax.jit(trainer.iteration, donate_argnums=0).lower(state).compile()
+    compile_s = time.time() - t0
+    print(f"[metagenrl] compiled one meta-iteration in {compile_s:.1f}s", flush=True)
+    steps_per_it = cfg.agents_per_env * E * cfg.steps_per_iteration
+    nan = lambda *shape: np.full(shape, np.nan, np.float32)  # noqa: E731
+
+    def on_device(run):  # device buffers, donated to each iteration (a multi-host run keeps host arrays)
+        return dict(run, meta_state=jax.device_put(run["meta_state"])) if jax.process_count() == 1 else run
+
+    def step(run, it):
+        t = time.time()
+        state, m = iteration(run["meta_state"])
+        m = distributed.to_host(m)
+        dt = time.time() - t
+        rets, jv = np.asarray(m["return"]), np.asarray(m["meta_loss"])
+        run = dict(run, meta_state=state, iteration=np.int32(it + 1))
+        runner.record(run, it, returns=rets, meta_loss=jv, iter_s=dt)
+        rec = {"iteration": it + 1, "return": dict(zip(names, rets.tolist())),
+               "mean_return": float(np.nanmean(rets)) if np.isfinite(rets).any() else None,
+               "meta_loss": dict(zip(names, jv.tolist())), "iter_s": dt,
+               "env_steps_per_s": steps_per_it / dt}
+        progress = (f"iter {it + 1}/{I} return {' '.join(f'{n}={r:.2f}' for n, r in zip(names, rets))} "
+                    f"meta_loss {' '.join(f'{x:.3f}' for x in jv)} {steps_per_it / dt:,.0f} env-steps/s")
+        return run, rec, progress
+
+    def finish(run):
+        history = [{"iteration": i + 1, "return": dict(zip(names, run["returns"][i].tolist())),
+                    "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
+        alpha = distributed.to_host(run["meta_state"].alpha)
+        meta = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"}
+        return _meta_test(s, alpha, initial_alpha, trainer.objective, seed, history, {
+            "outer": "metagrad", "meta_iterations": I, "agents": cfg.agents_per_env * E,
+            "env_steps": I * steps_per_it,
+            "config": {"td3": dataclasses.asdict(cfg.td3), "meta": meta, "test": s.preset["test"]}},
+            title=f"MetaGenRL meta-test (meta-trained on {', '.join(names)})")
+
+    fresh = {"meta_state": state, "iteration": np.int32(0), "returns": nan(I, E),
+             "meta_loss": nan(I, E), "iter_s": nan(I)}
+    return runner.Loop(
+        name="metagenrl", counter="iteration", total=I, state=on_device(fresh), compile_s=compile_s,
+        step=step, objectives=lambda run: {"objective": distributed.to_host(run["meta_state"].alpha)},
+        finish=finish, history=("returns", "meta_loss", "iter_s"),
+        to_host=lambda run: dict(run, meta_state=distributed.to_host(run["meta_state"])),
+        from_host=on_device)
+
+
+def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
+    import jax
+    import numpy as np
+
+    from metarl import envs
+    from metarl.algorithms.metagenrl_es import MetaGenRLES
+    from metarl.outer.es import compile_generation
+
+    cfg, names = s.cfg, s.train_names
+    G, pop, A, E = cfg.es.generations, cfg.es.population_size, cfg.agents_per_member, len(names)
+    print(f"[metagenrl-es] population {pop} x {A} agent(s) x {E} env(s), lifetimes of "
+          f"{cfg.lifetime_steps} steps, {G} generations", flush=True)
+    algo = MetaGenRLES([envs.make(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
+    k_es, k_run = jax.random.split(jax.random.PRNGKey(seed))
+    es, _, es_state, generation = algo.make_es(k_es)
+    alpha0 = jax.device_get(es.get_mean(es_state))
+    compiled, compile_s, es_state = compile_generation(generation, es_state, k_run, algo.mesh)
+    print(f"[metagenrl-es] compiled one generation in {compile_s:.1f}s", flush=True)
+    steps_per_gen = pop * A * E * cfg.lifetime_steps
+    nan = lambda *shape: np.full(shape, np.nan, np.float32)  # noqa: E731
+    fin = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+
+    def step(run, g):
+        k_next, k = jax.random.split(run["key"])
+        t = time.time()
+        new_state, info = compiled(run["es_state"], k)
+        info = jax.device_get(info)
+        dt = time.time() - t
+        raw = np.asarray(info["fitness_aux"])  # (population, envs) mean final returns
+        env_mean = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in raw.T])
+        run = dict(run, es_state=jax.device_get(new_state), key=jax.device_get(k_next), generation=np.int32(g + 1))
+        runner.record(run, g, fitness_mean=info["mean"], fitness_max=info["max"], returns=env_mean, gen_s=dt)
+        rec = {"generation": g + 1, "fitness_mean": fin(info["mean"]), "fitness_max": fin(info["max"]),
+               "fitness_min": fin(info["min"]), "nonfinite": int(info["nonfinite"]),
+               "return": dict(zip(names, [fin(x) for x in env_mean])),
+               "return_max": dict(zip(names, [fin(np.nanmax(c)) if np.isfinite(c).any() else None
+                                              for c in raw.T])),
+               "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
+        progress = (f"gen {g + 1}/{G} fitness mean {float(info['mean']):.3f} max {float(info['max']):.3f} "
+                    f"nonfinite={int(info['nonfinite'])} member return "
+                    + " ".join(f"{n}={r:.2f}" for n, r in zip(names, env_mean))
+                    + f" {steps_per_gen / dt:,.0f} env-steps/s")
+        return run, rec, progress
+
+    def objectives(run):
+        return {"objective": jax.device_get(es.get_mean(run["es_state"]))}
+
+    def finish(run):
+        history = [{"generation": g + 1, "fitness_mean": float(run["fitness_mean"][g]),
+                    "fitness_max": float(run["fitness_max"][g]),
+                    "return": dict(zip(names, run["returns"][g].tolist()))} for g in range(G)]
+        return _meta_test(s, objectives(run)["objective"], alpha0, algo.objective, seed, history, {
+            "outer": "es", "generations": G, "population_size": pop, "agents_per_member": A,
+            "lifetime_steps": cfg.lifetime_steps, "env_steps": G * steps_per_gen,
+            "fitness": "mean over meta-training envs of each env's final deployed-policy return, "
+                       + ("z-scored over the population per env" if cfg.standardise else "raw"),
+            "config": {"es": dataclasses.asdict(cfg), "test": s.preset["test"]}},
+            title=f"MetaGenRL objective evolved by ES (meta-trained on {', '.join(names)})")
+
+    fresh = {"es_state": es_state, "key": k_run, "generation": np.int32(0), "fitness_mean": nan(G),
+             "fitness_max": nan(G), "returns": nan(G, E), "gen_s": nan(G)}
+    return runner.Loop(name="metagenrl-es", counter="generation", total=G, state=jax.device_get(fresh),
+                       compile_s=compile_s, step=step, objectives=objectives, finish=finish,
+                       history=("fitness_mean", "fitness_max", "returns", "gen_s"))
+
+
+def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, keys: dict,
+               title: str) -> runner.Outcome:
+    """Fresh agents, no warm start, no objective updates, on every test env (metarl/metagenrl_eval.py)."""
+    from metarl.baselines.ppo import PPOConfig
+    from metarl.metagenrl_eval import meta_test, meta_test_summary, results_table
+
+    T = s.preset["test"]
+    td3 = s.cfg.td3
+    results = meta_test(s.test_names, alpha, alpha0, objective, td3, T["total_steps"], T["num_chunks"],
+                        T["num_seeds"], seed, ppo_config=PPOConfig(**s.preset["ppo"]), methods=s.methods,
+                        eval_envs=T["eval_envs"])
+    summary = {"algorithm": "metagenrl",
+               "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
+               "train_envs": s.train_names, "test_envs": s.test_names, **keys,
+               "meta_train_history": history,
+               "meta_test": meta_test_summary(results, s.train_names, s.test_names, T, s.methods)}
+    return runner.Outcome(summary, results, title, results_table(results, seen=s.train_names),
+                          seen=s.train_names)
+
+
+def run(presets: dict, argv=None) -> dict:
+    """``python -m experiments.metagenrl``; returns summary.json's dict."""
+    ap = parser()
+    return runner.main("metagenrl", argv, ap.parse_args, lambda args: configure(args, presets), build,
+                       extendable=("meta_iterations", "generations"))

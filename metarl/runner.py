@@ -1,0 +1,349 @@
+"""The one run driver of every meta-learning experiment: launch, outer loop, checkpoints, summary.
+
+An algorithm (``metarl/algorithms/*_run.py``) supplies three hooks and the driver does the rest::
+
+    parse(argv)                  -> args     (``experiment_parser`` + the algorithm's own flags)
+    configure(args)              -> Plan     (checked configuration; raises ConfigError, writes nothing)
+    build(plan, args, mesh)      -> Loop     (compiled outer step, fresh run state, step/finish hooks)
+
+    runner.main("epg_point", argv, parse, configure, build, extendable=("generations",))
+
+The driver owns, for every algorithm alike: the shared flags and the launch-only ones (which
+config.json never stores), ``--resume`` (stored flags, changed-flag refusals, extensions of a count
+flag, finished runs left untouched), the exit-2 contract for bad input, config.json, the run state's
+checkpoint cadence (orbax, every ``--checkpoint-every`` outer steps and the last), ``metrics.jsonl``
+numbered from 1, progress lines with an ETA, the saved objectives, ``meta_test.{json,csv,png}``
+(``metarl.meta_test_io``) and ``summary.json``, written last (its presence marks a finished run).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from metarl.runs import (PRESETS, RUN_FORMAT, ConfigError, check_run_dir, checked_population_mesh,
+                         device_info, enable_compilation_cache, fail, finished_run, fmt_time,
+                         prepare_run_dir, stored_argv, write_json_atomic)
+
+# Flags of one launch, not of the run: (flag, number of values, help). Never stored in config.json;
+# taken from the current command line on --resume (a resumed multi-host run may get a new
+# coordinator; each process has its own id). The parser and ``run_argv`` both read this table.
+LAUNCH = (("--overwrite", 0, "replace an existing run directory"),
+          ("--resume", 0, "continue the run in --run-dir with its stored flags"),
+          ("--coordinator", 1, "multi-host: coordinator host:port"),
+          ("--num-processes", 1, "multi-host: number of processes"),
+          ("--process-id", 1, "multi-host: this process's index"))
+LAUNCH_FLAGS = {flag: nargs for flag, nargs, _ in LAUNCH}
+# Flags a resumed run may change: they alter neither the meta-training nor its recorded series.
+RESUME_SAFE = frozenset({"checkpoint_every"})
+
+
+def experiment_parser(description: str, outer_step: str = "outer steps") -> argparse.ArgumentParser:
+    """The flags every experiment has; errors are one ``error:`` line and exit 2 (argparse's own
+    default prints the whole usage first). ``outer_step``: what one outer step is called."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--preset", default=None,
+                    help=f"one of {', '.join(PRESETS)}; default: cpu without an accelerator, else paper")
+    ap.add_argument("--run-dir", default=None, help="output directory (default: runs/<experiment>-<preset>)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-every", type=int, default=10, help=f"{outer_step} between checkpoints")
+    for flag, nargs, help_ in LAUNCH:
+        if nargs:
+            ap.add_argument(flag, type=int if flag != "--coordinator" else str, default=None, help=help_)
+        else:
+            ap.add_argument(flag, action="store_true", help=help_)
+    ap.error = lambda message: fail(message)
+    return ap
+
+
+def run_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the launch flags: what config.json stores for --resume."""
+    out, skip = [], 0
+    for a in argv:
+        if skip:
+            skip -= 1
+            continue
+        name = a.split("=", 1)[0]
+        if name in LAUNCH_FLAGS:
+            skip = LAUNCH_FLAGS[name] if "=" not in a else 0
+            continue
+        out.append(a)
+    return out
+
+
+def with_counts(argv: list[str], counts: dict[str, int]) -> list[str]:
+    """``argv`` with each extendable count flag explicit (``{"generations": 30}`` adds
+    ``--generations 30`` unless given), so that --resume can tell an extension from the run's count."""
+    out = list(argv)
+    for dest, value in counts.items():
+        flag = "--" + dest.replace("_", "-")
+        if not any(a == flag or a.startswith(flag + "=") for a in argv):
+            out += [flag, str(value)]
+    return out
+
+
+def resume_args(args, parse, experiment: str | None = None, argv: list[str] | None = None,
+                extendable: tuple[str, ...] = ()):
+    """For ``--resume``: (run dir, the run's stored arguments with this launch's flags).
+
+    ``argv``: this launch's command line. A flag on it whose value differs from the stored run's is
+    applied where that is safe (``RESUME_SAFE``) and refused (ConfigError naming the flag) otherwise:
+    a flag given on the command line is never silently ignored. ``extendable``: count flags (e.g.
+    ``generations``) that may grow: the run is extended to the new count, ``schedule_<dest>`` (where
+    the parser has it) keeps the stored count (its schedules continue unchanged), ``extended_from`` holds the stored count
+    and ``stored_argv`` the argv to write back; a smaller count is refused."""
+    run_dir, stored = stored_argv(args.run_dir, experiment)
+    stored = run_argv(stored)
+    resumed = parse(stored)  # the run continues with its own configuration
+    resumed.extended_from, resumed.stored_argv = None, stored
+    if argv is not None:
+        given = _without_run_dir(run_argv(argv))
+        merged = parse(stored + given)  # argparse: the last value of a flag wins
+        base = parse(stored)
+        for dest, value in vars(merged).items():
+            old = getattr(base, dest, None)
+            if value == old or dest in ("run_dir", "resume", "extended_from", "stored_argv"):
+                continue
+            flag = "--" + dest.replace("_", "-")
+            if dest in extendable and isinstance(value, int) and isinstance(old, int):
+                if value < old:
+                    raise ConfigError(f"--resume: {flag} {value} is below the stored run's {old}; a run "
+                                      f"can be extended, not shortened")
+                setattr(resumed, dest, value)
+                resumed.extended_from = old
+                resumed.stored_argv = stored + [flag, str(value)]
+                schedule = f"schedule_{dest}"
+                if hasattr(resumed, schedule):  # the count that the run's schedules span
+                    if getattr(resumed, schedule) is None:
+                        setattr(resumed, schedule, old)
+                    resumed.stored_argv += [f"--schedule-{dest.replace('_', '-')}", str(getattr(resumed, schedule))]
+                continue
+            if dest not in RESUME_SAFE:
+                raise ConfigError(f"--resume: {flag} {_shown(value)} differs from the stored run's "
+                                  f"{_shown(getattr(resumed, dest, None))}; a resumed run keeps it "
+                                  f"(start a new run to change it)")
+            setattr(resumed, dest, value)
+    resumed.resume = True
+    for k in ("coordinator", "num_processes", "process_id"):
+        setattr(resumed, k, getattr(args, k))
+    return run_dir, resumed
+
+
+def _without_run_dir(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--run-dir":
+            skip = True
+        elif not a.startswith("--run-dir="):
+            out.append(a)
+    return out
+
+
+def _shown(value) -> str:
+    return "(off)" if value is False else "(on)" if value is True else "(preset default)" if value is None \
+        else repr(value) if isinstance(value, str) else str(value)
+
+
+@dataclasses.dataclass
+class Plan:
+    """An algorithm's checked configuration, before anything is written.
+
+    ``population``: (size, flag) of what is split over the devices (refused by flag name when it
+    does not split evenly); ``header``: what the first progress line says about the run;
+    ``config``: config.json fields beyond the driver's own; ``counts``: extendable count flags and
+    their values (stored explicitly in config.json's argv); ``algo``: anything ``build`` needs;
+    ``extension_note``: what an extended run's message adds (e.g. what its schedules span)."""
+
+    preset: str
+    why: str
+    population: tuple[int, str]
+    header: str
+    config: dict
+    counts: dict = dataclasses.field(default_factory=dict)
+    algo: Any = None
+    extension_note: str = ""
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an algorithm's ``finish`` returns: its summary keys, the meta-test
+    (``{env: {method: result}}``, metarl.meta_test_io's schema), the plot title, the meta-training
+    envs among the test envs (``seen``) and the results table to print."""
+
+    summary: dict
+    results: dict
+    title: str
+    table: str
+    seen: tuple = ()
+
+
+def _identity(x):
+    return x
+
+
+@dataclasses.dataclass
+class Loop:
+    """One run's outer loop, built by an algorithm's ``build``.
+
+    ``state``: the fresh run state (a dict pytree of host arrays) with ``state[counter] == 0`` and,
+    for each key in ``history``, an array with one row per outer step (NaN until recorded; an
+    extended run's are padded). ``step(run, i) -> (run, record, progress)`` runs outer step ``i``
+    (0-based) and returns the new state (``run[counter] == i + 1``), its metrics.jsonl record and a
+    progress text. ``objectives(run) -> {dir: params}``: the learned objectives to save once
+    meta-training ends. ``finish(run, test_key_seed) -> Outcome``: the meta-test and the summary
+    keys. ``to_host(run)``: the state as checkpointed (every process calls it; a multi-host gather
+    may happen there); ``from_host(run)``: after a restore (e.g. onto devices)."""
+
+    name: str
+    counter: str
+    total: int
+    state: dict
+    compile_s: float
+    step: Callable
+    objectives: Callable
+    finish: Callable
+    history: tuple = ()
+    to_host: Callable = _identity
+    from_host: Callable = _identity
+
+
+def record(run: dict, i: int, **values) -> None:
+    """Writes outer step ``i``'s row of the run state's history arrays (copies: arrays restored
+    from a checkpoint may be read-only)."""
+    for k, v in values.items():
+        run[k] = run[k].copy()
+        run[k][i] = v
+
+
+def launch(experiment: str, argv, parse, configure, extendable: tuple[str, ...] = ()):
+    """Parses and checks a launch; returns (args, plan, run dir, mesh). Exits 2 on bad input before
+    anything is written."""
+    args = parse(argv)
+    try:
+        if args.resume:
+            run_dir, args = resume_args(args, parse, experiment=experiment, argv=argv, extendable=extendable)
+        from metarl import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        if args.checkpoint_every <= 0:
+            raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
+        plan = configure(args)
+        if not args.resume:
+            run_dir = check_run_dir(args.run_dir or f"runs/{experiment}-{plan.preset}", overwrite=args.overwrite)
+        mesh = checked_population_mesh(*plan.population)
+    except ConfigError as e:
+        fail(str(e))
+    return args, plan, run_dir, mesh
+
+
+def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, ...] = ()) -> dict:
+    """Runs (or resumes, or extends) one experiment to its summary; returns summary.json's dict."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, plan, run_dir, mesh = launch(experiment, argv, parse, configure, extendable)
+    extended_from = getattr(args, "extended_from", None)
+    if args.resume and extended_from is None and (done := finished_run(run_dir)) is not None:
+        return done
+    import jax
+
+    from metarl import distributed
+
+    enable_compilation_cache()
+    writer = distributed.is_writer()
+    t_start = time.time()
+    print(f"[{experiment}] preset={plan.preset} ({plan.why}); {plan.header}; devices={jax.device_count()} "
+          f"({jax.default_backend()}), processes={jax.process_count()}; run dir {run_dir}"
+          f"{' (resuming)' if args.resume else ''}", flush=True)
+    _write_config(experiment, argv, args, plan, run_dir, writer, extended_from)
+    loop = build(plan, args, mesh)
+    run = _restore(loop, run_dir, args, writer, extended_from)
+    return _outer_loop(experiment, plan, loop, run, run_dir, args, writer, t_start)
+
+
+def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: bool, extended_from):
+    if writer and not args.resume:
+        prepare_run_dir(run_dir, overwrite=args.overwrite)
+        write_json_atomic(run_dir / "config.json", {
+            "experiment": experiment, "run_format": RUN_FORMAT, "preset": plan.preset, "seed": args.seed,
+            "argv": with_counts(run_argv(argv), plan.counts), **plan.config})
+    if writer and extended_from is not None:  # later resumes continue the extended run
+        config = json.loads((run_dir / "config.json").read_text())
+        write_json_atomic(run_dir / "config.json", dict(config, argv=args.stored_argv,
+                                                        config=plan.config.get("config")))
+        print(f"[{experiment}] extending the run from {extended_from} to "
+              f"{', '.join(f'{v} {k}' for k, v in plan.counts.items())}{plan.extension_note}", flush=True)
+
+
+def _restore(loop: Loop, run_dir: Path, args, writer: bool, extended_from) -> dict:
+    """The run state to start from: fresh, or the newest readable checkpoint (an extended run's
+    checkpoints hold ``extended_from`` history rows; the rest stay NaN)."""
+    import numpy as np
+
+    from metarl.checkpoint import RunCheckpointer
+
+    loop.checkpointer = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
+    run = loop.state
+    if not args.resume:
+        return run
+    template = run if extended_from is None else {
+        k: (v[:extended_from] if k in loop.history else v) for k, v in run.items()}
+    restored = loop.checkpointer.resume(template, loop.counter, loop.name)
+    if restored is template:
+        return run
+    restored = {k: (np.concatenate([v, run[k][len(v):]]) if k in loop.history else v)
+                for k, v in restored.items()}
+    return loop.from_host(restored)
+
+
+def _outer_loop(experiment: str, plan: Plan, loop: Loop, run: dict, run_dir: Path, args, writer: bool,
+                t_start: float) -> dict:
+    import jax
+
+    from metarl.checkpoint import save_params
+    from metarl.meta_test_io import write_meta_test
+    from metarl.metrics_log import MetricsLog
+
+    name, ckpt = loop.name, loop.checkpointer
+    start = int(run[loop.counter])
+    log = MetricsLog(run_dir, start + 1, enabled=writer, step_key=loop.counter)
+    t_train = time.time()
+    for i in range(start, loop.total):
+        run, record, progress = loop.step(run, i)
+        done = i + 1
+        log.write(record)
+        eta = (time.time() - t_train) / (done - start) * (loop.total - done)
+        print(f"[{name}] {progress} ETA {fmt_time(eta)}", flush=True)
+        if done % args.checkpoint_every == 0 or done == loop.total:
+            ckpt.maybe_save(done, loop.to_host(run), force=True)
+    log.close()
+    ckpt.close()
+    train_s = time.time() - t_train
+    objectives = loop.objectives(run)
+    if writer:
+        for directory, params in objectives.items():
+            save_params(run_dir / directory, params)
+    meta_train_s = time.time() - t_start
+    t_test = time.time()
+    out: Outcome = loop.finish(run)
+    summary = {**out.summary, "experiment": experiment, "preset": plan.preset, "seed": args.seed,
+               "outer_steps": loop.total, "compile_s": loop.compile_s, "train_s": train_s,
+               "meta_train_wall_s": meta_train_s, "meta_test_s": time.time() - t_test,
+               "wall_s": time.time() - t_start, "resumed_from": start if args.resume else None,
+               "devices": device_info(), "processes": jax.process_count(), **_meta_test_last(out)}
+    if writer:
+        write_meta_test(run_dir, out.results, out.title, seen=out.seen)
+        write_json_atomic(run_dir / "summary.json", summary)
+    print(out.table, flush=True)
+    print(f"[{name}] wrote {run_dir}/summary.json, meta_test.json, meta_test.csv, meta_test.png "
+          f"({summary['wall_s']:.0f}s)" if writer else f"[{name}] process 0 writes the outputs", flush=True)
+    return summary
+
+
+def _meta_test_last(out: Outcome) -> dict:
+    """``meta_test`` last in summary.json (the keys a reader looks for first sit above it)."""
+    return {"meta_test": out.summary["meta_test"]}
