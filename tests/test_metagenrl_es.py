@@ -61,3 +61,33 @@ def test_readme_custom_objective_snippet_runs():
     alpha = ns["alpha"]
     assert set(alpha) == {"w", "c"} and all(np.isfinite(np.asarray(v)).all() for v in alpha.values())
     assert float(alpha["w"]) != 1.0 or float(alpha["c"]) != 0.0  # ES moved it
+
+
+@pytest.mark.e2e
+def test_es_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
+    """--outer es through the run driver: killed after generation 1's checkpoint and resumed, the
+    run logs and meta-tests exactly what an uninterrupted run does (CPU, fixed seed)."""
+    import os
+    import subprocess
+    import sys
+
+    from cli_checks import kill_after_checkpoint
+
+    args = ["--preset", "smoke", "--outer", "es", "--population", "2", "--generations", "2",
+            "--methods", "learned", "--seed", "6", "--checkpoint-every", "1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    cli = lambda a: subprocess.run([sys.executable, "-m", "experiments.metagenrl", *a], cwd=ROOT, env=env,  # noqa: E731
+                                   capture_output=True, text=True, timeout=900)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    r = cli([*args, "--run-dir", str(full)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    kill_after_checkpoint("experiments.metagenrl", args, killed, step=1, root=ROOT)
+    r = cli(["--resume", "--run-dir", str(killed)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[metagenrl-es] resumed from checkpoint at generation" in r.stdout
+    strip = lambda d: [{k: v for k, v in json.loads(l).items() if k not in ("gen_s", "env_steps_per_s")}  # noqa: E731
+                       for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert strip(killed) == strip(full) and len(strip(full)) == 2
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (full, killed))
+    assert a["meta_test"]["learned_return"] == b["meta_test"]["learned_return"]
+    assert b["resumed_from"] >= 1
