@@ -81,10 +81,10 @@ def configure(args, presets: dict) -> runner.Plan:
     from metarl.metagenrl_eval import METHODS
 
     preset, why = resolve_preset(args.preset)
-    P = presets[preset]
-    train_names = parse_envs(P["train_envs"] if args.train_envs is None else args.train_envs, "--train-envs")
-    test_names = parse_envs(P["test_envs"] if args.test_envs is None else args.test_envs, "--test-envs")
-    methods = tuple(P.get("methods", METHODS))
+    sizes = presets[preset]
+    train_names = parse_envs(sizes["train_envs"] if args.train_envs is None else args.train_envs, "--train-envs")
+    test_names = parse_envs(sizes["test_envs"] if args.test_envs is None else args.test_envs, "--test-envs")
+    methods = tuple(sizes.get("methods", METHODS))
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         bad = [m for m in methods if m not in METHODS]
@@ -102,42 +102,42 @@ def configure(args, presets: dict) -> runner.Plan:
     envs_text = f"train {','.join(train_names)} -> test {','.join(test_names)}"
     config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods)}
     if args.outer == "es":
-        cfg = es_config(P, args)
+        cfg = es_config(sizes, args)
         return runner.Plan(preset, why, (cfg.es.population_size, "population"), envs_text,
                            {"outer": "es", **config, "config": dataclasses.asdict(cfg)},
                            counts={"generations": cfg.es.generations},
-                           algo=Settings(P, cfg, train_names, test_names, methods, "es"),
+                           algo=Settings(sizes, cfg, train_names, test_names, methods, "es"),
                            extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
-    cfg = metagrad_config(P, args)
+    cfg = metagrad_config(sizes, args)
     return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
                        {**config, "config": dataclasses.asdict(cfg)},
                        counts={"meta_iterations": cfg.meta_iterations},
-                       algo=Settings(P, cfg, train_names, test_names, methods, "metagrad"))
+                       algo=Settings(sizes, cfg, train_names, test_names, methods, "metagrad"))
 
 
-def metagrad_config(P: dict, args):
+def metagrad_config(sizes: dict, args):
     """The ``--outer metagrad`` configuration: the preset's ``meta`` and ``td3`` sizes plus flags."""
     from metarl.algorithms.metagenrl import MetaGenRLConfig
     from metarl.inner.td3 import TD3Config
 
-    meta = dict(P["meta"])
+    meta = dict(sizes["meta"])
     for field in METAGRAD_ONLY:
         if getattr(args, field) is not None:
             meta[field] = getattr(args, field)
     try:
-        return MetaGenRLConfig(td3=TD3Config(**P["td3"]), **meta).validate()
+        return MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **meta).validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
-def es_config(P: dict, args):
+def es_config(sizes: dict, args):
     """The ``--outer es`` configuration: the preset's ``es`` sizes, --population, --generations."""
     from metarl.algorithms.metagenrl_es import MetaGenRLESConfig
     from metarl.inner.td3 import TD3Config
     from metarl.outer.es import ESConfig
 
-    es = dict(P["es"])
-    td3 = dict(P["td3"], **es.pop("td3", {}))
+    es = dict(sizes["es"])
+    td3 = dict(sizes["td3"], **es.pop("td3", {}))
     es_fields = {"population_size": es.pop("population_size"), "generations": es.pop("generations"),
                  "schedule_generations": args.schedule_generations}
     for flag, field in (("population", "population_size"), ("generations", "generations")):
@@ -289,16 +289,15 @@ def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, 
     from metarl.baselines.ppo import PPOConfig
     from metarl.metagenrl_eval import meta_test, meta_test_summary, results_table
 
-    T = s.preset["test"]
-    td3 = s.cfg.td3
-    results = meta_test(s.test_names, alpha, alpha0, objective, td3, T["total_steps"], T["num_chunks"],
-                        T["num_seeds"], seed, ppo_config=PPOConfig(**s.preset["ppo"]), methods=s.methods,
-                        eval_envs=T["eval_envs"])
+    test = s.preset["test"]
+    results = meta_test(s.test_names, alpha, alpha0, objective, s.cfg.td3, test["total_steps"],
+                        test["num_chunks"], test["num_seeds"], seed, ppo_config=PPOConfig(**s.preset["ppo"]),
+                        methods=s.methods, eval_envs=test["eval_envs"])
     summary = {"algorithm": "metagenrl",
                "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
                "train_envs": s.train_names, "test_envs": s.test_names, **keys,
                "meta_train_history": history,
-               "meta_test": meta_test_summary(results, s.train_names, s.test_names, T, s.methods)}
+               "meta_test": meta_test_summary(results, s.train_names, s.test_names, test, s.methods)}
     return runner.Outcome(summary, results, title, results_table(results, seen=s.train_names),
                           seen=s.train_names)
 
