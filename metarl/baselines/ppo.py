@@ -17,6 +17,7 @@ from flax import struct
 
 from metarl.envs.core import TaskFamily, repeat_task
 from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.inner.lifetime import learn
 from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
 from metarl.objectives.ppo import gae, ppo_policy_loss
 
@@ -163,7 +164,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
         if cfg.normalize_observations:
             stats = running_statistics.update(stats, env_state.obs, std_min_value=cfg.obs_std_min)
         state = PPOState(params, optimizer.init(params), stats, env_state, k_run)
-        state, returns = jax.lax.scan(update, state, None, length=cfg.num_updates)
+        state, returns = learn(update, state, cfg.num_updates)
 
         policy_fn = lambda obs: policy.apply(state.params["policy"], normalize(obs, state.obs_stats))
         sampled, mean_action = gaussian_policy_returns(env, policy_fn, task, k_eval, cfg.eval_envs)

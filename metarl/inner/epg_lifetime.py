@@ -31,6 +31,7 @@ from flax import struct
 
 from metarl.envs.core import TaskFamily
 from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
 from metarl.objectives.epg_loss import EPGLoss
@@ -402,8 +403,8 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
         out = {}
         if with_no_update_eval:  # the same agent before any update, evaluated the same way
             out["no_update_return"], out["no_update_return_mean_action"] = evaluate(agent, task, k_eval)
-        agent, curve = jax.lax.scan(lambda a, k: update(a, k, loss_params, ppo_factor), agent,
-                                    jax.random.split(k_updates, cfg.num_updates))
+        agent, curve = learn(lambda a, k: update(a, k, loss_params, ppo_factor), agent, cfg.num_updates,
+                             k_updates)
         sampled, mean_action = evaluate(agent, task, k_eval)
         out.update({"eval_return": mean_action if cfg.deterministic_eval else sampled,
                     "eval_return_sampled": sampled, "eval_return_mean_action": mean_action,

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from metarl.envs.core import TaskFamily
+from metarl.inner.lifetime import learn
 from metarl.inner.td3 import TD3Agent, TD3Config, mean_completed_return
 
 
@@ -42,12 +43,12 @@ def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks:
         s = agent.init(k_init, task)
         fn = None if loss is None else (lambda p, c, b: loss(loss_params, p, c, b))
 
-        def chunk(s, _):
+        def chunk(s):
             s = TD3Agent.reset_stats(s)
             s = jax.lax.scan(lambda s, _: (agent.block(s, fn), None), s, None, length=blocks)[0]
             return s, mean_completed_return(s)
 
-        s, curve = jax.lax.scan(chunk, s, None, length=num_chunks)
+        s, curve = learn(lambda s, _: chunk(s), s, num_chunks)
         metrics = {"episode_return": curve,
                    "env_steps": (jnp.arange(num_chunks) + 1) * blocks * config.policy_delay}
         if evaluate is None:
