@@ -17,7 +17,7 @@ import jax
 from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
-from metarl.objectives.epg_loss import EPGLoss, init_epg_loss
+from metarl.objectives.epg_loss import ConvObjective, EPGLoss
 from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
 from metarl.outer.es import ESConfig, make_generation, make_strategy
 
@@ -70,8 +70,8 @@ class EPG:
         if self.lstm:
             return init_objective(key, self.loss_module, self.env.action_size)
         lc = self.config.lifetime
-        return init_epg_loss(key, self.env.observation_size, self.env.action_size,
-                             lc.buffer_size, lc.minibatch_size, self.loss_module)
+        objective = ConvObjective(self.loss_module, lc.buffer_size, lc.minibatch_size)
+        return objective.init(key, self.env.observation_size, self.env.action_size)
 
     def sample_tasks(self, key, n: int, split: str = "train"):
         """n tasks of the split, (n, ...) pytree."""

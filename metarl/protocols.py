@@ -9,7 +9,10 @@ one agent's (the outer loop ``jax.vmap``-s learners into populations). Every met
 ``runtime_checkable``: ``isinstance(x, Learner)`` checks that the members exist (not signatures).
 
 Implementations: ``metarl.objectives.metagenrl.BackwardLSTMObjective`` (MetaGenRL's L_alpha) and
-``metarl.inner.td3.TD3Agent`` (Learner).
+``metarl.objectives.epg_loss.ConvObjective`` (EPG's L_phi; its learner view is
+``metarl.inner.epg_lifetime.GaussianActor``, whose ``pi`` gives the Gaussian's (mu, log_std));
+``metarl.inner.td3.TD3Agent`` (Learner). Every learner's lifetime is ``metarl.inner.lifetime.learn``,
+one ``scan`` of its update.
 """
 from __future__ import annotations
 

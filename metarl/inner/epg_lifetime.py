@@ -34,7 +34,7 @@ from metarl.evaluate_policy import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
-from metarl.objectives.epg_loss import EPGLoss
+from metarl.objectives.epg_loss import ConvObjective, EPGLoss
 from metarl.objectives.lstm_on_policy import lstm_inputs, make_lstm_policy_loss
 from metarl.objectives.metagenrl import MetaGenRLObjective
 from metarl.objectives.ppo import gae, ppo_policy_loss
@@ -130,6 +130,16 @@ def _cond(pred, true_fn, false_fn, operand):
     if pred is False:
         return false_fn(operand)
     return jax.lax.cond(pred, true_fn, false_fn, operand)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianActor:
+    """The EPG agent's policy as an objective reads it: ``pi(params, s) -> (mu, log_std)``."""
+
+    policy: GaussianPolicy
+
+    def pi(self, policy_params, obs):
+        return self.policy.apply(policy_params, obs)
 
 
 @struct.dataclass
@@ -249,10 +259,12 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
     def norm(x, stats):
         return running_statistics.normalize(x, stats)
 
+    actor = GaussianActor(policy)
     if lstm:
         lstm_loss = make_lstm_policy_loss(policy, loss_module)
     else:
-        epg_exact, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
+        objective = ConvObjective(loss_module, N, B)
+        _, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
 
     def rollout_step(carry, key):
         agent, = carry
@@ -313,9 +325,10 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
 
             def total_loss(params):
                 pp, vp = params
-                if cfg.context_gradient:
-                    l_epg, outs_b = epg_exact(pp, loss_params, inp, N - M + idx)
-                else:
+                if cfg.context_gradient:  # the loss through the Objective interface
+                    l_epg, outs_b = objective.policy_loss(loss_params, pp, {
+                        "s": inp.s, "data": inp.data, "valid": inp.valid, "head_idx": N - M + idx}, actor), None
+                else:  # the fast path: the context computed once per update, the head per minibatch
                     l_epg, outs_b = epg_head(pp, loss_params, inp, N - M + idx, ctx)
 
                 def l_ppo(args):

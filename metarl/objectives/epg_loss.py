@@ -18,6 +18,8 @@ against it (``LifetimeConfig.context_gradient=False``); ``__call__`` composes th
 """
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -88,3 +90,31 @@ def init_epg_loss(key, obs_size: int, action_size: int, buffer_size: int = 512, 
 
 def param_count(params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvObjective:
+    """EPG's L_phi as a ``metarl.protocols.Objective``: phi = the parameters of ``module``.
+
+    ``batch``: one buffer of N rows and the B rows scored, ``{"s": (N, obs) normalised observations
+    (the policy's input), "data": (N, obs + act + 2) normalised s and a, r, d, "valid": (N,),
+    "head_idx": (B,)}`` (metarl.inner.epg_lifetime.loss_inputs). ``learner.pi(policy_params, s)``
+    gives the Gaussian policy's outputs (mu, log_std), the only way the policy enters L_phi.
+    Unlike MetaGenRL's L_alpha, phi's shapes depend on the body's sizes (and N >= 21 rows: the two
+    strided convolutions need them), so a loss evolved on one body cannot train another.
+    """
+
+    module: EPGLoss = dataclasses.field(default_factory=EPGLoss)
+    buffer_size: int = 512
+    minibatch_size: int = 32
+
+    def init(self, key: jax.Array, obs_size: int, act_size: int):
+        """phi_0 for a body with these observation / action sizes."""
+        return init_epg_loss(key, obs_size, act_size, self.buffer_size, self.minibatch_size, self.module)
+
+    def policy_loss(self, obj_params, policy_params, batch: dict, learner, critic_params=None):
+        """L_phi(pi; batch) (): the head's mean score of the B rows against the buffer's context,
+        both differentiable in the policy's parameters."""
+        mean, log_std = learner.pi(policy_params, batch["s"])
+        rows = jnp.concatenate([batch["data"], mean, log_std], axis=-1)
+        return self.module.apply(obj_params, rows, batch["valid"], batch["head_idx"])

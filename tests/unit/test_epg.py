@@ -334,3 +334,29 @@ def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
     assert learned > ret["no_update"] + 10.0, ret
     assert ret["oracle"] > learned  # the oracle bounds what is possible
     assert len(res["learned"]["curve"]) == len(res["learned"]["env_steps"]) == life.num_updates
+
+
+def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
+    """EPG's L_phi behind metarl.protocols.Objective: same phi_0 as init_epg_loss, same value and
+    policy gradient as the lifetime's loss on one buffer."""
+    from metarl.inner.epg_lifetime import GaussianActor, loss_inputs
+    from metarl.objectives.epg_loss import ConvObjective
+    from metarl.protocols import ActorCritic, Objective
+
+    obs, act, N, B = 5, 2, 64, 8
+    objective = ConvObjective(EPGLoss(), buffer_size=N, minibatch_size=B)
+    assert isinstance(objective, Objective)
+    policy = GaussianPolicy(act)
+    pp = policy.init(jax.random.PRNGKey(0), jnp.zeros(obs))
+    lp = objective.init(jax.random.PRNGKey(1), obs, act)
+    chex.assert_trees_all_equal(lp, init_epg_loss(jax.random.PRNGKey(1), obs, act, buffer_size=N, batch=B))
+    buf, stats_o, stats_a = _random_buffer(obs, act, N)
+    idx = jnp.arange(N - B, N)
+    inp = loss_inputs(buf, stats_o, stats_a)
+    batch = {"s": inp.s, "data": inp.data, "valid": inp.valid, "head_idx": idx}
+    actor = GaussianActor(policy)
+    assert callable(actor.pi) and not isinstance(actor, ActorCritic)  # an actor without a critic
+    via_protocol = jax.value_and_grad(lambda p: objective.policy_loss(lp, p, batch, actor))(pp)
+    via_lifetime = jax.value_and_grad(make_epg_policy_loss(policy, EPGLoss()))(pp, lp, buf, stats_o, stats_a, idx)
+    chex.assert_trees_all_close(via_protocol, via_lifetime, atol=1e-6, rtol=1e-5)
+    assert float(optax.global_norm(via_protocol[1])) > 0
