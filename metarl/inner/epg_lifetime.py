@@ -1,6 +1,7 @@
 """One EPG agent lifetime as a pure function (the inner loop of Evolved Policy Gradients).
 
-``lifetime = make_lifetime(env, config)``; ``lifetime(loss_params, task, key, ppo_factor)`` acts for
+``lifetime = make_lifetime(env, config)`` (an ``OnPolicyLearner``: ``init``, ``update``, ``evaluate``);
+``lifetime(loss_params, task, key, ppo_factor)`` acts for
 M steps, updates the policy by Adam on (1 - f) L_phi + f L_PPO over the newest M rows in minibatches,
 repeats for the whole lifetime (one ``lax.scan``), then evaluates the final policy. It vmaps over
 loss parameters (ES members) and tasks, so one compiled call runs a whole ES generation.
@@ -21,7 +22,7 @@ and the loss head on its B rows only. The first minibatch's loss value is the sa
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -217,7 +218,8 @@ def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss, context_g
 def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                   loss_module: EPGLoss | MetaGenRLObjective | None = None,
                   with_ppo: bool = True, with_no_update_eval: bool = False):
-    """Returns ``lifetime(loss_params, task, key, ppo_factor) -> metrics``.
+    """Returns the ``OnPolicyLearner``; calling it runs ``lifetime(loss_params, task, key, ppo_factor)
+    -> metrics``.
 
     ``loss_module``: an ``EPGLoss`` (objectives "pure" and "residual"; default ``EPGLoss()``) or a
     ``MetaGenRLObjective`` (objective "lstm"; default ``MetaGenRLObjective()``); loss_params are its
@@ -277,8 +279,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                   completed=nxt.completed_return, next_obs=nxt.final_obs)
         return (agent.replace(env_state=nxt),), tr
 
-    def update(carry, key, loss_params, ppo_factor):
-        agent = carry
+    def update(agent, key, loss_params, ppo_factor):
         k_roll, k_perm = jax.random.split(key)
         (agent,), tr = jax.lax.scan(rollout_step, (agent,), jax.random.split(k_roll, M))
         obs_stats = running_statistics.update(agent.obs_stats, tr["obs"], std_min_value=cfg.obs_std_min)
@@ -424,4 +425,27 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                     "curve": curve, "final_log_std": agent.policy["params"]["log_std"].mean()})
         return out
 
-    return lifetime
+    return OnPolicyLearner(init=lambda key, task: init_agent(task, key), update=update,
+                           evaluate=evaluate, lifetime=lifetime)
+
+
+@dataclasses.dataclass(frozen=True)
+class OnPolicyLearner:
+    """The EPG agent (an on-policy learner) as ``make_lifetime`` builds it, pure functions all:
+
+    - ``init(key, task) -> AgentState``: a fresh agent (policy, value net, optimisers, an empty
+      buffer of N rows, running statistics, its env state);
+    - ``update(state, key, obj_params, ppo_factor) -> (state, curve_point)``: M env steps into the
+      buffer, then minibatch SGD on the learned objective (mixed with PPO by ``ppo_factor``);
+    - ``evaluate(state, task, key) -> (sampled-action return, mean-action return)``;
+    - ``lifetime(obj_params, task, key, ppo_factor) -> metrics``: init, ``metarl.inner.lifetime.learn``
+      over ``update`` (one scan), evaluate; calling the learner runs it (what ES vmaps).
+    """
+
+    init: Callable
+    update: Callable
+    evaluate: Callable
+    lifetime: Callable
+
+    def __call__(self, obj_params, task, key, ppo_factor=0.0):
+        return self.lifetime(obj_params, task, key, ppo_factor)

@@ -360,3 +360,32 @@ def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
     via_lifetime = jax.value_and_grad(make_epg_policy_loss(policy, EPGLoss()))(pp, lp, buf, stats_o, stats_a, idx)
     chex.assert_trees_all_close(via_protocol, via_lifetime, atol=1e-6, rtol=1e-5)
     assert float(optax.global_norm(via_protocol[1])) > 0
+
+
+def test_on_policy_learner_parts_compose_to_its_lifetime():
+    """make_lifetime's OnPolicyLearner: init, then learn(update), then evaluate = its lifetime."""
+    from metarl import envs
+    from metarl.inner.epg_lifetime import OnPolicyLearner
+    from metarl.inner.lifetime import learn
+
+    env = envs.make("goal_point")
+    cfg = LifetimeConfig(lifetime_steps=128, update_period=64, buffer_size=64, minibatch_size=32, eval_envs=1)
+    learner = make_lifetime(env, cfg)
+    assert isinstance(learner, OnPolicyLearner)
+    phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 64, 32)
+    task = env.sample_task(jax.random.PRNGKey(1), "train")
+    key = jax.random.PRNGKey(2)
+    whole = jax.jit(learner)(phi, task, key, 0.5)
+    k_init, k_updates, k_eval = jax.random.split(key, 3)
+
+    @jax.jit
+    def by_parts():
+        state = learner.init(k_init, task)
+        state, curve = learn(lambda a, k: learner.update(a, k, phi, jnp.float32(0.5)), state,
+                             cfg.num_updates, k_updates)
+        return learner.evaluate(state, task, k_eval), curve
+
+    (sampled, mean_action), curve = by_parts()
+    np.testing.assert_allclose(float(sampled), float(whole["eval_return_sampled"]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(mean_action), float(whole["eval_return_mean_action"]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(curve), np.asarray(whole["curve"]), rtol=1e-5, atol=1e-5)
