@@ -11,8 +11,10 @@ one agent's (the outer loop ``jax.vmap``-s learners into populations). Every met
 Implementations: ``metarl.objectives.metagenrl.BackwardLSTMObjective`` (MetaGenRL's L_alpha) and
 ``metarl.objectives.epg_loss.ConvObjective`` (EPG's L_phi; its learner view is
 ``metarl.inner.epg_lifetime.GaussianActor``, whose ``pi`` gives the Gaussian's (mu, log_std));
-``metarl.inner.td3.TD3Agent`` (Learner). Every learner's lifetime is ``metarl.inner.lifetime.learn``,
-one ``scan`` of its update.
+``metarl.inner.td3.TD3Agent`` (Learner); the on-policy EPG agent,
+``metarl.inner.epg_lifetime.OnPolicyLearner`` (``init(key, task)``, ``update``, ``evaluate``: what ES
+needs of a learner, no critic to meta-train through). Every learner's lifetime is
+``metarl.inner.lifetime.learn``, one ``scan`` of its update.
 """
 from __future__ import annotations
 
