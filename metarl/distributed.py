@@ -27,6 +27,22 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         jax.distributed.initialize()
 
 
+def barrier(name: str, timeout_s: float = 1800) -> None:
+    """Waits until every process of a multi-host run reaches ``name`` (a no-op for one process).
+
+    The coordination service's barrier, with a long timeout. Called before the first cross-process
+    collective of each phase: on CPU clusters the first collective sets up gloo, whose key-value
+    lookup gives up after 30 s, so processes that drift apart while compiling on a loaded machine
+    fail there. jax has no public coordination-service barrier
+    (``multihost_utils.sync_global_devices`` is itself a device collective), hence the private
+    ``jax._src.distributed.global_state.client``."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed
+
+    jax_distributed.global_state.client.wait_at_barrier(f"metarl:{name}", int(timeout_s * 1000))
+
+
 def is_writer() -> bool:
     return jax.process_index() == 0
 

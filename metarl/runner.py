@@ -260,7 +260,9 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
           f"({jax.default_backend()}), processes={jax.process_count()}; run dir {run_dir}"
           f"{' (resuming)' if args.resume else ''}", flush=True)
     _write_config(experiment, argv, args, plan, run_dir, writer, extended_from)
+    distributed.barrier("build")  # processes meet before the first collective (see barrier)
     loop = build(plan, args, mesh)
+    distributed.barrier("restore")
     run = _restore(loop, run_dir, args, writer, extended_from)
     return _outer_loop(experiment, plan, loop, run, run_dir, args, writer, t_start)
 
