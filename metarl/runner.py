@@ -235,7 +235,10 @@ def launch(experiment: str, argv, parse, configure, extendable: tuple[str, ...] 
             raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
         plan = configure(args)
         if not args.resume:
-            run_dir = check_run_dir(args.run_dir or f"runs/{experiment}-{plan.preset}", overwrite=args.overwrite)
+            # only process 0 writes the run dir, so only it refuses one that already holds a run (the
+            # others would race its config.json); --run-dir need only be visible to process 0
+            run_dir = check_run_dir(args.run_dir or f"runs/{experiment}-{plan.preset}",
+                                    overwrite=args.overwrite or not distributed.is_writer())
         mesh = checked_population_mesh(*plan.population)
     except ConfigError as e:
         fail(str(e))
@@ -252,6 +255,7 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
     import jax
 
     from metarl import distributed
+    from metarl.checkpoint import RunCheckpointer
 
     enable_compilation_cache()
     writer = distributed.is_writer()
@@ -263,8 +267,9 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
     distributed.barrier("build")  # processes meet before the first collective (see barrier)
     loop = build(plan, args, mesh)
     distributed.barrier("restore")
-    run = _restore(loop, run_dir, args, writer, extended_from)
-    return _outer_loop(experiment, plan, loop, run, run_dir, args, writer, t_start)
+    ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
+    run = _restore(loop, ckpt, args, extended_from)
+    return _outer_loop(experiment, plan, loop, ckpt, run, run_dir, args, writer, t_start)
 
 
 def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: bool, extended_from):
@@ -281,20 +286,17 @@ def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: boo
               f"{', '.join(f'{v} {k}' for k, v in plan.counts.items())}{plan.extension_note}", flush=True)
 
 
-def _restore(loop: Loop, run_dir: Path, args, writer: bool, extended_from) -> dict:
+def _restore(loop: Loop, ckpt, args, extended_from) -> dict:
     """The run state to start from: fresh, or the newest readable checkpoint (an extended run's
     checkpoints hold ``extended_from`` history rows; the rest stay NaN)."""
     import numpy as np
 
-    from metarl.checkpoint import RunCheckpointer
-
-    loop.checkpointer = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
     run = loop.state
     if not args.resume:
         return run
     template = run if extended_from is None else {
         k: (v[:extended_from] if k in loop.history else v) for k, v in run.items()}
-    restored = loop.checkpointer.resume(template, loop.counter, loop.name)
+    restored = ckpt.resume(template, loop.counter, loop.name)
     if restored is template:
         return run
     restored = {k: (np.concatenate([v, run[k][len(v):]]) if k in loop.history else v)
@@ -302,15 +304,15 @@ def _restore(loop: Loop, run_dir: Path, args, writer: bool, extended_from) -> di
     return loop.from_host(restored)
 
 
-def _outer_loop(experiment: str, plan: Plan, loop: Loop, run: dict, run_dir: Path, args, writer: bool,
-                t_start: float) -> dict:
+def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_dir: Path, args,
+                writer: bool, t_start: float) -> dict:
     import jax
 
     from metarl.checkpoint import save_params
     from metarl.meta_test_io import write_meta_test
     from metarl.metrics_log import MetricsLog
 
-    name, ckpt = loop.name, loop.checkpointer
+    name = loop.name
     start = int(run[loop.counter])
     log = MetricsLog(run_dir, start + 1, enabled=writer, step_key=loop.counter)
     t_train = time.time()
