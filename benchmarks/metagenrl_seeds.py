@@ -104,7 +104,8 @@ def main(argv=None) -> None:
     text = (section_preamble(title) +
             f"- meta-training: {', '.join(s0['train_envs'])}; {cfg['meta']['agents_per_env']} agents per "
             f"body, {s0.get('meta_iterations', s0.get('outer_steps', s0.get('generations')))} meta-iterations of "
-            f"{cfg['meta']['steps_per_iteration']} steps, lookahead step {cfg['meta']['lookahead_step']}\n"
+            f"{cfg['meta']['steps_per_iteration']} steps, lookahead step {cfg['meta']['lookahead_step']}, "
+            f"meta lr {cfg['meta'].get('meta_lr')}, warm start {cfg['meta'].get('warm_start_steps')} steps\n"
             f"- meta-test: {s0['meta_test']['seeds']} fresh agents per method, {cfg['test']['total_steps']} env "
             f"steps each; seeds < {args.fresh_from} were used for tuning, the others never\n\n"
             + "\n".join(parts) + "\n" + "\n".join(notes) + "\n")

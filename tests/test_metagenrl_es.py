@@ -38,6 +38,8 @@ def test_es_smoke_run_writes_the_outputs(tmp_path):
     (["--outer", "es", "--lookahead-step", "0.5"], "--lookahead-step is not used by --outer es"),
     (["--outer", "es", "--agents-per-env", "2"], "--agents-per-env is not used by --outer es"),
     (["--outer", "es", "--meta-iterations", "2"], "--meta-iterations is not used by --outer es"),
+    (["--outer", "es", "--meta-lr", "0.01"], "--meta-lr is not used by --outer es"),
+    (["--outer", "es", "--warm-start-steps", "0"], "--warm-start-steps is not used by --outer es"),
     (["--population", "4"], "--population is not used by --outer metagrad"),
     (["--outer", "metagrad", "--generations", "3"], "--generations is not used by --outer metagrad"),
     (["--outer", "es", "--population", "3"], "must be even"),

@@ -29,6 +29,8 @@ def _main_exit(argv, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--meta-iterations", "0"], "meta_iterations must be a positive integer, got 0"),
     (["--agents-per-env", "-2"], "agents_per_env must be a positive integer, got -2"),
+    (["--meta-lr", "0"], "meta_lr must be a finite number > 0, got 0.0"),
+    (["--warm-start-steps", "-5"], "warm_start_steps must be an integer >= 0, got -5"),
     (["--methods", "learned,foo"], "unknown method 'foo'"),
     (["--methods", "td3"], "must include 'learned'"),
     (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer, got 0"),

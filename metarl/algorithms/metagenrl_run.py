@@ -19,7 +19,7 @@ from metarl.runs import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
 # flags of one outer loop only: given with the other, they are refused (exit 2)
-METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step")
+METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step", "meta_lr", "warm_start_steps")
 ES_ONLY = ("population", "generations")
 
 
@@ -35,6 +35,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lookahead-step", type=float, default=None,
                     help="eta of the lookahead phi' = phi - eta grad L_alpha on the mean (the original's "
                          "lr 1e-3 on its 100 x 20 sum is 2.0)")
+    ap.add_argument("--meta-lr", type=float, default=None, help="Adam learning rate of alpha (original: 1e-3)")
+    ap.add_argument("--warm-start-steps", type=int, default=None,
+                    help="env steps over which each agent's policy loss blends from DDPG's -Q1 to L_alpha "
+                         "(original: 10,000)")
     ap.add_argument("--outer", default="metagrad", choices=OUTERS,
                     help="metagrad: MetaGenRL's second-order meta-gradient (default); es: ES evolves "
                          "the objective over TD3 lifetimes (a new combination)")
@@ -185,15 +189,17 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
         state, m = iteration(run["meta_state"])
         m = distributed.to_host(m)
         dt = time.time() - t
-        rets, jv = np.asarray(m["return"]), np.asarray(m["meta_loss"])
+        rets, jv, cos = np.asarray(m["return"]), np.asarray(m["meta_loss"]), np.asarray(m["alignment"])
         run = dict(run, meta_state=state, iteration=np.int32(it + 1))
         runner.record(run, it, returns=rets, meta_loss=jv, iter_s=dt)
         rec = {"iteration": it + 1, "return": dict(zip(names, rets.tolist())),
                "mean_return": float(np.nanmean(rets)) if np.isfinite(rets).any() else None,
-               "meta_loss": dict(zip(names, jv.tolist())), "iter_s": dt,
+               "meta_loss": dict(zip(names, jv.tolist())), "alignment": dict(zip(names, cos.tolist())),
+               "iter_s": dt,
                "env_steps_per_s": steps_per_it / dt}
         progress = (f"iter {it + 1}/{I} return {' '.join(f'{n}={r:.2f}' for n, r in zip(names, rets))} "
-                    f"meta_loss {' '.join(f'{x:.3f}' for x in jv)} {steps_per_it / dt:,.0f} env-steps/s")
+                    f"meta_loss {' '.join(f'{x:.3f}' for x in jv)} alignment {' '.join(f'{x:.2f}' for x in cos)} "
+                    f"{steps_per_it / dt:,.0f} env-steps/s")
         return run, rec, progress
 
     def finish(run):

@@ -18,6 +18,12 @@ L_alpha (``metarl.protocols.Objective``). One block of a meta-iteration, per age
      grad_phi L_alpha is the lookahead's own (computed once).
 Then alpha takes one Adam step on the meta-gradients averaged over all agents. A meta-iteration is
 ``jax.lax.scan`` over K / steps_per_block blocks, compiled whole.
+
+Diagnostic (not in the original): ``alignment`` = cos(grad_phi L_alpha, grad_phi J(phi)) on the
+first half, i.e. whether a step on the learned objective moves the policy where the learner's own
+loss (TD3: DDPG's -Q1) would; 1 = the same direction, 0 = unrelated, -1 = against it. To first
+order in eta the meta-loss falls by eta * <grad J, grad L_alpha>, so meta-training is what should
+raise it.
 """
 from __future__ import annotations
 
@@ -50,6 +56,10 @@ class MetaGradConfig:
         for f in ("agents_per_env", "meta_iterations", "steps_per_iteration", "meta_batch"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"meta-training {f} must be a positive integer, got {getattr(self, f)}")
+        if not 0.0 < self.meta_lr < float("inf"):
+            raise ValueError(f"meta_lr must be a finite number > 0, got {self.meta_lr}")
+        if self.warm_start_steps < 0:
+            raise ValueError(f"warm_start_steps must be an integer >= 0, got {self.warm_start_steps}")
         if not 0.0 <= self.lookahead_step < float("inf"):
             raise ValueError(f"lookahead_step must be a finite number >= 0, got {self.lookahead_step}")
         if self.meta_batch < 2 or self.meta_batch % 2:
@@ -90,6 +100,15 @@ def meta_objective(objective: Objective, learner: Learner, lookahead_step: float
         return (j, jax.lax.stop_gradient(g)) if with_policy_grad else j
 
     return J
+
+
+def cosine(a, b) -> jax.Array:
+    """cos of the angle between two pytrees of the same structure, each flattened to one vector
+    (0 where either is zero)."""
+    dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    na = jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(a)))
+    nb = jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(b)))
+    return jnp.where(na * nb > 0, dot / jnp.maximum(na * nb, 1e-30), 0.0)
 
 
 # ---- meta-training --------------------------------------------------------------------------------
@@ -155,7 +174,7 @@ class MetaTrainer:
         return jnp.clip(1.0 - step / self.cfg.warm_start_steps, 0.0, 1.0)
 
     def agent_block(self, learner: Learner, s, alpha, w=None):
-        """One block for one agent; returns (state, clipped meta-gradient, meta-loss).
+        """One block for one agent; returns (state, clipped meta-gradient, meta-loss, alignment).
 
         The policy step reuses the lookahead's gradient grad_phi L_alpha(phi; first half of the meta
         batch): the same quantity as on a fresh batch of B, computed once instead of twice. ``w``:
@@ -170,40 +189,42 @@ class MetaTrainer:
         (jval, g_obj), g = jax.value_and_grad(J, has_aux=True)(alpha, policy, critic, mbatch)
         g, _ = self.clip.update(g, self.clip.init(g))
         w = self.warm_weight(learner.env_steps(s)) if w is None else w
+        g_own = jax.grad(learner.meta_loss)(policy, critic, first_half(mbatch))
 
         def blend():
-            g_own = jax.grad(learner.meta_loss)(policy, critic, first_half(mbatch))
             return jax.tree_util.tree_map(lambda a, b: w * a + (1.0 - w) * b, g_own, g_obj)
 
         g_pol = jax.lax.cond(w > 0, blend, lambda: g_obj)
-        return learner.apply_policy_grad(s, g_pol), g, jval
+        return learner.apply_policy_grad(s, g_pol), g, jval, cosine(g_obj, g_own)
 
     def iteration(self, ms: MetaState):
         """K env steps per agent, critic/policy updates and K / steps_per_block objective updates.
         metrics: "return" (groups,), the mean completed-episode return per group (NaN if none);
-        "meta_loss" (groups,), J averaged over the group's agents and the blocks."""
+        "meta_loss" (groups,), J averaged over the group's agents and the blocks; "alignment"
+        (groups,), cos(grad_phi L_alpha, grad_phi J) averaged likewise (``agent_block``)."""
 
         def block(ms: MetaState, _):
-            groups, grads, jvals = [], [], []
+            groups, grads, jvals, cos = [], [], [], []
             for learner, gs in zip(self.learners, ms.groups):
                 gs = shard_population(gs, self.mesh)
                 # the agents of a group step in lockstep: one warm-start weight for all
                 w = self.warm_weight(jax.vmap(learner.env_steps)(gs)[0] + self.steps_per_block)
-                gs, g, jv = jax.vmap(lambda s: self.agent_block(learner, s, ms.alpha, w))(gs)
+                gs, g, jv, c = jax.vmap(lambda s: self.agent_block(learner, s, ms.alpha, w))(gs)
                 groups.append(gs)
                 grads.append(g)
                 jvals.append(jv)
+                cos.append(c)
             n = sum(jax.tree_util.tree_leaves(g)[0].shape[0] for g in grads)
             gmean = jax.tree_util.tree_map(lambda *xs: sum(x.sum(0) for x in xs) / n, *grads)
             upd, opt = self.meta_tx.update(gmean, ms.meta_opt, ms.alpha)
             alpha = optax.apply_updates(ms.alpha, upd)
             groups = [shard_population(g, self.mesh) for g in groups]
-            return ms.replace(groups=tuple(groups), alpha=alpha, meta_opt=opt), jnp.stack(
-                [j.mean() for j in jvals])
+            return ms.replace(groups=tuple(groups), alpha=alpha, meta_opt=opt), (
+                jnp.stack([j.mean() for j in jvals]), jnp.stack([c.mean() for c in cos]))
 
         ms = ms.replace(groups=tuple(jax.vmap(lr.reset_stats)(g) for lr, g in zip(self.learners, ms.groups)))
-        ms, jv = jax.lax.scan(block, ms, None, length=self.blocks_per_iteration)
+        ms, (jv, cos) = jax.lax.scan(block, ms, None, length=self.blocks_per_iteration)
         metrics = {"return": jnp.stack([jnp.nanmean(jax.vmap(lr.mean_completed_return)(g))
                                         for lr, g in zip(self.learners, ms.groups)]),
-                   "meta_loss": jv.mean(0)}
+                   "meta_loss": jv.mean(0), "alignment": cos.mean(0)}
         return ms, metrics

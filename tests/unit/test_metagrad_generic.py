@@ -115,6 +115,7 @@ def _meta_train(learners):
         hist.append(jax.device_get(m))
     ret = np.array([h["return"] for h in hist])      # (iterations, groups)
     jv = np.array([h["meta_loss"] for h in hist])
+    _meta_train.alignment = np.array([h["alignment"] for h in hist])
     return float(ms.alpha["w"]), ret, jv
 
 
@@ -132,6 +133,13 @@ def test_meta_gradient_learns_the_sign_and_scale_of_a_regression_loss():
     assert w > 0.1, w                        # from -0.1 (fleeing the expert) to imitating it
     assert _learned(ret, jv), (ret[[0, -1]], jv[[0, -1]])
     assert (ret[-1] > -0.05).all(), ret[-1]  # |W - A*| ~ 0: the objective trained the policy
+    # alignment = cos(grad L_w, grad of the learner's own loss -Q): w < 0 points the policy away
+    # from the expert, i.e. against -Q's descent (cos ~ -1); once w > 0 they agree while the policy
+    # is far from the optimum (near it both gradients are the expert actions' noise, cos ~ 0)
+    cos = _meta_train.alignment
+    assert cos.shape == (CFG.meta_iterations, 2)
+    assert (cos[0] < -0.9).all() and (cos[1:6] > 0.9).all(), cos[:6]
+    assert np.abs(cos[-10:].mean(0)).max() < 0.3, cos[-10:]
 
     # the same meta-gradient through learners that never update: the criterion fails
     w_frozen, ret_f, jv_f = _meta_train([ToyLearner(A1, frozen=True), ToyLearner(A2, frozen=True)])
