@@ -105,10 +105,8 @@ def meta_objective(objective: Objective, learner: Learner, lookahead_step: float
 def cosine(a, b) -> jax.Array:
     """cos of the angle between two pytrees of the same structure, each flattened to one vector
     (0 where either is zero)."""
-    dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-    na = jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(a)))
-    nb = jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree_util.tree_leaves(b)))
-    return jnp.where(na * nb > 0, dot / jnp.maximum(na * nb, 1e-30), 0.0)
+    norms = optax.tree_utils.tree_norm(a) * optax.tree_utils.tree_norm(b)
+    return jnp.where(norms > 0, optax.tree_utils.tree_vdot(a, b) / jnp.maximum(norms, 1e-30), 0.0)
 
 
 # ---- meta-training --------------------------------------------------------------------------------
