@@ -23,7 +23,7 @@ def compile_seconds(exp_name: str, preset: str) -> tuple[float, float]:
     import jax
 
     from metarl import envs
-    from metarl.epg import EPG
+    from metarl.algorithms.epg.algorithm import EPG
 
     mod = importlib.import_module(f"experiments.{exp_name}")
     p = mod.PRESETS[preset]

@@ -172,7 +172,7 @@ def step_epg_generation(rec: Record, args) -> int:
     from benchmarks.inner_loop_overhead import raw_steps_per_s
     from experiments.epg_common import locomotion_presets
     from metarl import envs
-    from metarl.epg import EPG
+    from metarl.algorithms.epg.algorithm import EPG
 
     preset = "smoke" if args.check else "paper"
     p = locomotion_presets()[preset]
@@ -234,7 +234,7 @@ def step_metagenrl_iteration(rec: Record, args) -> int:
 
     from experiments.metagenrl import PRESETS
     from metarl import envs
-    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
 
     paper = PRESETS["paper"]

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 from benchmarks.common import compile_jit, markdown_table, section_preamble, timed, write_section
 from metarl import envs
 from metarl.envs.core import repeat_task
-from metarl.epg import EPG, EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.algorithm import EPG, EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.outer.es import ESConfig
 
 QUICK = {"random_reacher": dict(population=16, tasks_per_member=2, lifetime=640, episode=50, eval_envs=2),
@@ -106,7 +106,7 @@ def metagenrl_rows(name: str, sizes: dict, iterations: int, rounds: int, agents:
     """MetaGenRL meta-iteration env-steps/s vs raw env.step of the same number of envs.
 
     ``agents``: agents_per_env instead of the sizes' own (the population the step is vmapped over)."""
-    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
 
     env = envs.make(name)
@@ -160,9 +160,9 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     """Seconds per env step of one MetaGenRL agent, of a standard TD3 agent (100 single transitions)
     and of a TD3 agent on the same B x T batches, measured in this process; and the pieces of the
     MetaGenRL agent-step, each timed alone. Returns {'costs': {...}, 'pieces': {...}, ...}."""
-    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Agent, TD3Config
-    from metarl.objectives.metagenrl import _BackwardLSTM
+    from metarl.objectives.backward_lstm import _BackwardLSTM
     from metarl.outer.metagrad import meta_objective
 
     env = envs.make(name)

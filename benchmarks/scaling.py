@@ -30,8 +30,8 @@ def generation_time(env_name, population, tasks_per_member, lifetime, n_devices,
     import jax.numpy as jnp
 
     from metarl import distributed, envs
-    from metarl.epg import EPG, EPGConfig
-    from metarl.inner.epg_lifetime import LifetimeConfig
+    from metarl.algorithms.epg.algorithm import EPG, EPGConfig
+    from metarl.inner.on_policy_agent import LifetimeConfig
     from metarl.outer.es import ESConfig
 
     env = envs.make(env_name)

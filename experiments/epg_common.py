@@ -1,13 +1,13 @@
 """Shared parts of the EPG experiments (``python -m experiments.epg_<family>``): the locomotion
-presets and ``main``, which hands the run to the driver (metarl/algorithms/epg_run.py,
-metarl/runner.py). Meta-trains an EPG loss with ES on the family's train split, then meta-tests
+presets and ``main``, which hands the run to the driver (metarl/algorithms/epg/run.py,
+metarl/runs/driver.py). Meta-trains an EPG loss with ES on the family's train split, then meta-tests
 the best loss on the test split against PPO, the initial loss and the do-nothing floors.
 """
 from __future__ import annotations
 
-from metarl.algorithms.epg_run import Preset, run
-from metarl.epg import EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.run import Preset, run
+from metarl.algorithms.epg.algorithm import EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.outer.es import ESConfig
 
 __all__ = ["Preset", "locomotion_presets", "main"]

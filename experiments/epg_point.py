@@ -6,8 +6,8 @@ GoalAnt's headline (a loss evolved on right-half targets teaches a fresh agent t
 ones) at a scale that runs in minutes on a laptop: the goal is not observed, so every agent must find
 it from rewards within its lifetime. The meta-test also reports the scripted oracle.
 """
-from metarl.epg import EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.algorithm import EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.outer.es import ESConfig
 
 from experiments.epg_common import Preset, main

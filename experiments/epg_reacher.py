@@ -2,8 +2,8 @@
 
     python -m experiments.epg_reacher [--preset smoke|cpu|paper] [--run-dir DIR] [--seed N]
 """
-from metarl.epg import EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.algorithm import EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.outer.es import ESConfig
 
 from experiments.epg_common import Preset, main

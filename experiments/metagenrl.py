@@ -9,14 +9,14 @@ python -m experiments.metagenrl --resume --run-dir D        # continue a killed 
 
 ``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
 new combination: ES (evosax, as EPG) evolves the objective alpha over TD3 lifetimes of the
-frozen-objective harness (metarl/algorithms/metagenrl_es.py; sizes in each preset's ``es``); the
+frozen-objective harness (metarl/algorithms/metagenrl/es.py; sizes in each preset's ``es``); the
 meta-test is the same, learned = the ES mean at the end, initial_loss = alpha_0. The run itself
-(flags, checkpoints, resume, outputs) is metarl/algorithms/metagenrl_run.py on metarl/runner.py;
+(flags, checkpoints, resume, outputs) is metarl/algorithms/metagenrl/run.py on metarl/runs/driver.py;
 ``--meta-iterations`` (``--generations`` with ``--outer es``) may extend a resumed run.
 
 Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
 population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/
-(the learned L_alpha, orbax), summary.json and meta_test.{json,csv,png} (metarl/meta_test_io.py).
+(the learned L_alpha, orbax), summary.json and meta_test.{json,csv,png} (metarl/runs/meta_test_schema.py).
 Agents are split over all devices (``agents_per_env`` must be a multiple of the device count);
 multi-host runs take --coordinator/--num-processes/--process-id as in the EPG experiments.
 
@@ -27,12 +27,12 @@ locomotion), so ``paper`` and ``cpu`` meta-train on reacher + halfcheetah (brax'
 meta-test on unseen bodies first (hopper; ``paper`` adds walker2d and inverted_double_pendulum)
 and then on the meta-training bodies. Every meta-test reports, per env, the learned objective, the
 random-init objective, TD3, REINFORCE, PPO, the do-nothing floors (no-update, zero-action) and, on
-locomotion bodies, each one's forward-progress return (metarl/metagenrl_eval.py).
+locomotion bodies, each one's forward-progress return (metarl/algorithms/metagenrl/meta_test.py).
 """
 from __future__ import annotations
 
 
-from metarl.algorithms.metagenrl_run import parser, run
+from metarl.algorithms.metagenrl.run import parser, run
 
 __all__ = ["PRESETS", "main", "parser"]
 

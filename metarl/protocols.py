@@ -11,11 +11,11 @@ one agent's (the outer loop ``jax.vmap``-s learners into populations). Every met
 An ``OnPolicyObjective`` is a learned loss of the on-policy EPG agent together with how it is mixed
 with the agent's PPO term (EPG's pure and residual conv losses, MetaGenRL's L_alpha on that agent).
 
-Implementations: ``metarl.objectives.metagenrl.BackwardLSTMObjective`` (MetaGenRL's L_alpha) and
-``metarl.objectives.epg_loss.ConvObjective`` (EPG's L_phi; its learner view is
-``metarl.inner.epg_lifetime.GaussianActor``, whose ``pi`` gives the Gaussian's (mu, log_std));
+Implementations: ``metarl.objectives.backward_lstm.BackwardLSTMObjective`` (MetaGenRL's L_alpha) and
+``metarl.objectives.epg_conv.ConvObjective`` (EPG's L_phi; its learner view is
+``metarl.inner.on_policy_agent.GaussianActor``, whose ``pi`` gives the Gaussian's (mu, log_std));
 ``metarl.inner.td3.TD3Agent`` (Learner); the on-policy EPG agent,
-``metarl.inner.epg_lifetime.OnPolicyLearner`` (``init(key, task)``, ``update``, ``evaluate``: what ES
+``metarl.inner.on_policy_agent.OnPolicyLearner`` (``init(key, task)``, ``update``, ``evaluate``: what ES
 needs of a learner, no critic to meta-train through). Every learner's lifetime is
 ``metarl.inner.lifetime.learn``, one ``scan`` of its update.
 """

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 
 from metarl import distributed, envs
-from metarl.epg import EPG, EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.algorithm import EPG, EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.outer.es import ESConfig
 
 
@@ -25,7 +25,7 @@ def generation_returns(mesh):
 
 
 def metagenrl_iteration(mesh):
-    from metarl.algorithms.metagenrl import MetaGenRLConfig, make_trainer
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Config
 
     # A small lookahead step: with the original's 2.0, float rounding in near-zero meta-gradient

@@ -8,10 +8,10 @@ import pytest
 from brax.training.acme import running_statistics, specs
 
 from metarl import envs
-from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
+from metarl.inner.on_policy_agent import LifetimeConfig, make_lifetime
 from metarl.networks import GaussianPolicy
 from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective, lstm_inputs, make_lstm_policy_loss
-from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
+from metarl.objectives.backward_lstm import MetaGenRLObjective, init_objective
 from cli_checks import assert_refused
 
 
@@ -102,7 +102,7 @@ def test_value_net_learns_at_f_zero():
 
 
 def test_lstm_has_no_buffer_context_to_hold():
-    from metarl.epg import EPGConfig
+    from metarl.algorithms.epg.algorithm import EPGConfig
 
     with pytest.raises(ValueError, match="objective 'lstm' has no buffer context"):
         EPGConfig(objective="lstm", context_gradient=False).validate()

@@ -11,8 +11,8 @@ import pytest
 
 from metarl.inner import replay as rb
 from metarl.inner.td3 import TD3Agent, TD3Config
-from metarl.algorithms.metagenrl import MetaGenRLConfig
-from metarl.objectives.metagenrl import (BackwardLSTMObjective, MetaGenRLObjective, MixedUnit, init_objective,
+from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
+from metarl.objectives.backward_lstm import (BackwardLSTMObjective, MetaGenRLObjective, MixedUnit, init_objective,
                                          mixed_activation, objective_inputs)
 from metarl.outer.metagrad import lookahead, meta_objective
 
@@ -277,7 +277,7 @@ def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_rewar
     survival bonus. Non-locomotion bodies have no forward return."""
     from metarl import envs
     from metarl.evaluate_policy import episode_return
-    from metarl.metagenrl_eval import first_episode_returns, forward_metric, per_env_summary
+    from metarl.algorithms.metagenrl.meta_test import first_episode_returns, forward_metric, per_env_summary
 
     hopper = envs.make("hopper", episode_length=60)
     assert forward_metric(hopper) == "reward_forward"
@@ -326,7 +326,7 @@ def test_cli_rejects_unknown_env_with_exit_code_2(tmp_path):
 @pytest.mark.slow
 def test_meta_training_moves_the_objective():
     from metarl import envs
-    from metarl.algorithms.metagenrl import make_trainer
+    from metarl.algorithms.metagenrl.algorithm import make_trainer
 
     cfg = MetaGenRLConfig(td3=TD3Config(hidden=(16,), random_steps=20, replay_size=500, batch_size=4),
                           agents_per_env=2, steps_per_iteration=40, meta_batch=4, warm_start_steps=40)

@@ -103,7 +103,7 @@ def _history(run_dir):
 
 @pytest.mark.e2e
 def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path):
-    from metarl.checkpoint import load_params
+    from metarl.runs.checkpoint import load_params
 
     args = [*TINY, "--checkpoint-every", "1"]
     full = tmp_path / "full"

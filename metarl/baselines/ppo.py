@@ -19,7 +19,7 @@ from metarl.envs.core import TaskFamily, repeat_task
 from metarl.evaluate_policy import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
-from metarl.objectives.ppo import gae, ppo_policy_loss
+from metarl.objectives.ppo_loss import gae, ppo_policy_loss
 
 
 @dataclasses.dataclass(frozen=True)

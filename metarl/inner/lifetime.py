@@ -6,7 +6,7 @@ final state and the stacked metrics (``(num_updates, ...)``, e.g. a learning cur
 update gets its own subkey ``key_i`` of ``jax.random.split(key, num_updates)``; without, ``key_i``
 is None and the learner draws from the RNG it carries in its state (TD3 agents, PPO's trainer).
 
-Users: the EPG agent's lifetime (``metarl.inner.epg_lifetime``: one update = a rollout of M steps and
+Users: the EPG agent's lifetime (``metarl.inner.on_policy_agent``: one update = a rollout of M steps and
 its minibatch epochs under the learned loss), the frozen-objective TD3 harness
 (``metarl.inner.frozen_objective``: one update = a chunk of TD3 blocks under L_alpha) and the PPO
 baseline (``metarl.baselines.ppo``: one update = a rollout and its epochs).

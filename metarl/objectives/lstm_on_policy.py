@@ -1,9 +1,9 @@
 """MetaGenRL's objective L_alpha on EPG's on-policy learner: a new combination of the two methods.
 
 ``LSTMOnPolicyObjective`` (``--objective lstm``) trains EPG's agent (Gaussian policy, value net, Adam on
-minibatches of the newest M rows, ``metarl.inner.epg_lifetime``) with MetaGenRL's backward-LSTM
-objective (``metarl.objectives.metagenrl.MetaGenRLObjective``, used unchanged) in place of EPG's
-temporal-convolution loss, and ES (``metarl.epg``) evolves alpha on the lifetime return. The
+minibatches of the newest M rows, ``metarl.inner.on_policy_agent``) with MetaGenRL's backward-LSTM
+objective (``metarl.objectives.backward_lstm.MetaGenRLObjective``, used unchanged) in place of EPG's
+temporal-convolution loss, and ES (``metarl.algorithms.epg.algorithm``) evolves alpha on the lifetime return. The
 inner loss is the pure form (1 - f) L_alpha + f L_PPO with EPG's f schedule. The objective's
 action branch works per action dimension, so one alpha fits every body (EPG's conv loss does not:
 its input rows have the body's obs and action sizes).
@@ -19,7 +19,7 @@ rows of the lifetime, oldest first, as **one sequence** (B = 1, T = M):
 - r_t, d_t (every episode end, time limits included, as in MetaGenRL), mask_t = 1;
 - V(s_t), V(s_{t+1}) (s_{t+1} before any auto-reset): the agent's value net at the update's start,
   stop-gradient. The value net is trained in this mode too, by the PPO term's regression on GAE
-  targets at every update whatever f is (``metarl.inner.epg_lifetime``).
+  targets at every update whatever f is (``metarl.inner.on_policy_agent``).
 
 Per minibatch step (``make_lstm_policy_loss``), the policy runs on all T rows, the backward LSTM
 runs over the whole sequence (step t sees the later steps of its own episode, up to the
@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from brax.training.acme import running_statistics
 from flax import struct
 
-from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
+from metarl.objectives.backward_lstm import MetaGenRLObjective, init_objective
 from metarl.objectives.on_policy import PPOMixing
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from metarl.objectives.epg_loss import PureConvObjective, ResidualConvObjective
+from metarl.objectives.epg_conv import PureConvObjective, ResidualConvObjective
 from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective
 
 

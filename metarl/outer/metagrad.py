@@ -1,5 +1,5 @@
 """A second-order meta-gradient outer loop (MetaGenRL's, Kirsch et al., 2020), generic in the
-learner and the objective (``metarl.protocols``); ``metarl.algorithms.metagenrl`` wires MetaGenRL's
+learner and the objective (``metarl.protocols``); ``metarl.algorithms.metagenrl.algorithm`` wires MetaGenRL's
 TD3 learners and backward-LSTM objective into it.
 
 A population of learners (``metarl.protocols.Learner``, with a critic) is spread over env groups

@@ -9,11 +9,11 @@ import pytest
 from brax.training.acme import running_statistics, specs
 
 from metarl import envs
-from metarl.epg import EPG, EPGConfig, ppo_factor
-from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_lifetime
+from metarl.algorithms.epg.algorithm import EPG, EPGConfig, ppo_factor
+from metarl.inner.on_policy_agent import Buffer, LifetimeConfig, make_lifetime
 from metarl.networks import GaussianPolicy
 from metarl.objectives import registry
-from metarl.objectives.epg_loss import (EPGLoss, PureConvObjective, ResidualConvObjective, init_epg_loss,
+from metarl.objectives.epg_conv import (EPGLoss, PureConvObjective, ResidualConvObjective, init_epg_loss,
                                         make_epg_policy_loss, param_count, row_width)
 from metarl.outer.es import ESConfig, make_generation, make_strategy
 
@@ -318,7 +318,7 @@ def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
     """The whole EPG path at a test size (ES generations, best-loss meta-test on left-half goals,
     sampled actions): the evolved residual loss must beat both do-nothing references by a wide
     margin. A learner that never updates, or that only learns to keep still, fails this."""
-    from metarl.evaluate import epg_meta_test
+    from metarl.algorithms.epg.meta_test import epg_meta_test
 
     env = envs.make("goal_point")
     life = LifetimeConfig(lifetime_steps=4096, eval_envs=2, gamma=0.9, init_log_std=-1.0,
@@ -343,9 +343,9 @@ def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
 def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
     """EPG's L_phi behind metarl.protocols.Objective: same phi_0 as init_epg_loss, same value and
     policy gradient as the lifetime's loss on one buffer."""
-    from metarl.inner.epg_lifetime import GaussianActor
+    from metarl.inner.on_policy_agent import GaussianActor
     from metarl.objectives.on_policy import loss_inputs
-    from metarl.objectives.epg_loss import ConvObjective
+    from metarl.objectives.epg_conv import ConvObjective
     from metarl.protocols import ActorCritic, Objective
 
     obs, act, N, B = 5, 2, 64, 8
@@ -370,7 +370,7 @@ def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
 def test_on_policy_learner_parts_compose_to_its_lifetime():
     """make_lifetime's OnPolicyLearner: init, then learn(update), then evaluate = its lifetime."""
     from metarl import envs
-    from metarl.inner.epg_lifetime import OnPolicyLearner
+    from metarl.inner.on_policy_agent import OnPolicyLearner
     from metarl.inner.lifetime import learn
 
     env = envs.make("goal_point")

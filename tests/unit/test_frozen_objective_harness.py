@@ -1,5 +1,5 @@
 """The frozen-objective harness (metarl.inner.frozen_objective) and its policy loss
-(metarl.metagenrl_eval.harness_policy_loss): the weights select L_alpha, DDPG or REINFORCE, DDPG's
+(metarl.algorithms.metagenrl.meta_test.harness_policy_loss): the weights select L_alpha, DDPG or REINFORCE, DDPG's
 weight gives TD3's own policy update, and a zero objective never moves the policy."""
 import chex
 import jax
@@ -10,8 +10,8 @@ from metarl import envs
 from metarl.baselines.reinforce import reinforce_loss
 from metarl.inner.frozen_objective import make_train
 from metarl.inner.td3 import TD3Agent, TD3Config
-from metarl.metagenrl_eval import harness_policy_loss
-from metarl.objectives.metagenrl import BackwardLSTMObjective, MetaGenRLObjective
+from metarl.algorithms.metagenrl.meta_test import harness_policy_loss
+from metarl.objectives.backward_lstm import BackwardLSTMObjective, MetaGenRLObjective
 
 DDPG, LEARNED, REINFORCE = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 

@@ -1,4 +1,4 @@
-"""The one meta-test schema (metarl/meta_test_io.py) and ``metarl.plot`` on EPG and MetaGenRL run
+"""The one meta-test schema (metarl/runs/meta_test_schema.py) and ``metarl.runs.plot`` on EPG and MetaGenRL run
 dirs: hand-made results, no training."""
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from metarl import meta_test_io, plot
-from metarl.meta_test_io import mean_curve, method_result, read_meta_test, write_meta_test
+from metarl.runs import meta_test_schema as meta_test_io
+from metarl.runs import plot
+from metarl.runs.meta_test_schema import mean_curve, method_result, read_meta_test, write_meta_test
 
 
 def _epg_results() -> dict:
@@ -55,7 +56,7 @@ def test_method_result_and_mean_curve_give_the_schema_entry():
 
 
 def test_metagenrl_summary_is_the_schema_entry():
-    from metarl.metagenrl_eval import _summ, per_env_summary
+    from metarl.algorithms.metagenrl.meta_test import _summ, per_env_summary
 
     m = {"eval_return": np.array([1.0, 2.0], np.float32), "eval_forward_return": np.array([0.25, 0.75]),
          "episode_return": np.array([[1.0, np.nan], [3.0, np.nan]]), "env_steps": np.array([[10, 20], [10, 20]])}

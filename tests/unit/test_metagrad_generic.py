@@ -150,7 +150,7 @@ def test_meta_gradient_learns_the_sign_and_scale_of_a_regression_loss():
 
 def test_metagenrl_pieces_satisfy_the_protocols_and_the_outer_loop_names_none_of_them():
     from metarl.inner.td3 import TD3Agent, TD3Config
-    from metarl.objectives.metagenrl import BackwardLSTMObjective
+    from metarl.objectives.backward_lstm import BackwardLSTMObjective
 
     agent = TD3Agent(SimpleNamespace(observation_size=3, action_size=2), TD3Config(hidden=(8,)))
     assert isinstance(agent, Learner) and isinstance(BackwardLSTMObjective(), Objective)

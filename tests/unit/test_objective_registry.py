@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from metarl.epg import EPGConfig
-from metarl.inner.epg_lifetime import LifetimeConfig
+from metarl.algorithms.epg.algorithm import EPGConfig
+from metarl.inner.on_policy_agent import LifetimeConfig
 from metarl.objectives import registry
-from metarl.objectives.epg_loss import PureConvObjective, ResidualConvObjective
+from metarl.objectives.epg_conv import PureConvObjective, ResidualConvObjective
 from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective
 from metarl.protocols import OnPolicyObjective
 

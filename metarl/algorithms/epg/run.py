@@ -1,4 +1,4 @@
-"""EPG as a run of the driver (metarl/runner.py): flags, checked configuration, the ES generation
+"""EPG as a run of the driver (metarl/runs/driver.py): flags, checked configuration, the ES generation
 step with best-loss selection, and the meta-test on the family's test split.
 
 Used by ``python -m experiments.epg_<family>``: ``run("epg_point", "goal_point", PRESETS, argv)``.
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from metarl import runner
-from metarl.runs import ConfigError, resolve_preset
+from metarl.runs import driver as runner
+from metarl.runs.run_dir import ConfigError, resolve_preset
 
 # run-state arrays with one entry per generation (NaN until recorded)
 HISTORY_KEYS = ("eval_mean", "eval_best", "fitness_mean", "fitness_max")
@@ -17,9 +17,9 @@ HISTORY_KEYS = ("eval_mean", "eval_best", "fitness_mean", "fitness_max")
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """epg: the method's config (metarl.epg.EPGConfig); test_agents: meta-test agents per method;
+    """epg: the method's config (metarl.algorithms.epg.algorithm.EPGConfig); test_agents: meta-test agents per method;
     episode_length: the family's episode length (None: its default); ppo: overrides of the
-    meta-test PPO baseline (metarl.evaluate.meta_test_ppo_config), PPO's own tuned settings."""
+    meta-test PPO baseline (metarl.algorithms.epg.meta_test.meta_test_ppo_config), PPO's own tuned settings."""
 
     epg: object
     test_agents: int
@@ -74,7 +74,7 @@ class Settings:
 
 def configure(args, presets: dict, env_name: str) -> runner.Plan:
     """Applies CLI overrides to the preset; raises ConfigError naming any bad value."""
-    from metarl.evaluate import meta_test_ppo_config
+    from metarl.algorithms.epg.meta_test import meta_test_ppo_config
     from metarl.outer.es import strategies
 
     preset_name, reason = resolve_preset(args.preset)
@@ -141,9 +141,9 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
     import numpy as np
 
     from metarl import envs
-    from metarl.epg import EPG
-    from metarl.es_step import es_generation_step
-    from metarl.evaluate import EVALUATION, epg_compare_losses, epg_meta_test
+    from metarl.algorithms.epg.algorithm import EPG
+    from metarl.runs.es_step import es_generation_step
+    from metarl.algorithms.epg.meta_test import EVALUATION, epg_compare_losses, epg_meta_test
     from metarl.outer.es import compile_generation
 
     s: Settings = plan.algo

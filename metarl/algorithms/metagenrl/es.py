@@ -27,7 +27,7 @@ from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Config
-from metarl.objectives.metagenrl import BackwardLSTMObjective
+from metarl.objectives.backward_lstm import BackwardLSTMObjective
 from metarl.outer.es import ESConfig, make_es
 from metarl.protocols import Objective
 
@@ -56,7 +56,7 @@ class MetaGenRLESConfig:
 
 
 class MetaGenRLES:
-    """``MetaGenRLES(envs, config, objective=None)``: ``fitness_fn``, ``make_es`` as in ``metarl.epg.EPG``."""
+    """``MetaGenRLES(envs, config, objective=None)``: ``fitness_fn``, ``make_es`` as in ``metarl.algorithms.epg.algorithm.EPG``."""
 
     def __init__(self, envs: Sequence[TaskFamily], config: MetaGenRLESConfig,
                  objective: Objective | None = None, split: str = "train", mesh=None):

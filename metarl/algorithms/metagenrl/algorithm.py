@@ -1,10 +1,10 @@
 """MetaGenRL (Kirsch et al., 2020): TD3 learners (``metarl.inner.td3``), one per meta-training
-environment, share the backward-LSTM objective L_alpha (``metarl.objectives.metagenrl``), which the
+environment, share the backward-LSTM objective L_alpha (``metarl.objectives.backward_lstm``), which the
 generic second-order outer loop (``metarl.outer.metagrad``) meta-trains through their critics:
 J(alpha) = -Q1(s, pi_phi'(s)), phi' = phi - eta grad_phi L_alpha.
 
 ``make_trainer(envs, MetaGenRLConfig(...))`` builds the ``MetaTrainer``; its ``objective`` is the
-``BackwardLSTMObjective`` that the meta-test (``metarl.metagenrl_eval``) trains fresh agents with.
+``BackwardLSTMObjective`` that the meta-test (``metarl.algorithms.metagenrl.meta_test``) trains fresh agents with.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 
 from metarl.envs.core import TaskFamily
 from metarl.inner.td3 import TD3Agent, TD3Config
-from metarl.objectives.metagenrl import BackwardLSTMObjective, MetaGenRLObjective
+from metarl.objectives.backward_lstm import BackwardLSTMObjective, MetaGenRLObjective
 from metarl.outer.metagrad import MetaGradConfig, MetaTrainer
 
 

@@ -1,5 +1,5 @@
 """EPG meta-test: freeze a learned objective, train fresh agents on held-out tasks, compare with
-baselines. Results follow metarl.meta_test_io's schema (written by its ``write_meta_test``).
+baselines. Results follow metarl.runs.meta_test_schema's schema (written by its ``write_meta_test``).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 from metarl.baselines.ppo import PPOConfig
 from metarl.baselines.ppo import make_train as make_ppo_train
 from metarl.evaluate_policy import episode_return, zero_action_return
-from metarl.meta_test_io import mean_curve, method_result
+from metarl.runs.meta_test_schema import mean_curve, method_result
 
 
 def stack(*trees):
@@ -59,7 +59,7 @@ def epg_meta_test(epg, learned_params, initial_params, key, num_agents: int, spl
     - zero_action: a policy that always outputs zero, the floor that shows a task was learned;
     - oracle: the family's scripted optimum, where it has one (goal_point).
 
-    Returns {method: entry} of metarl.meta_test_io's schema, in EPG_METHODS order: 'return'
+    Returns {method: entry} of metarl.runs.meta_test_schema's schema, in EPG_METHODS order: 'return'
     (sampled actions, mean over agents), 'returns' (agents,), 'return_mean_action', and for the
     methods that train 'curve' (mean training-episode return per update) and 'env_steps'.
     """

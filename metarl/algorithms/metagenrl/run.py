@@ -1,9 +1,9 @@
-"""MetaGenRL as a run of the driver (metarl/runner.py): flags, checked configuration, and the two
+"""MetaGenRL as a run of the driver (metarl/runs/driver.py): flags, checked configuration, and the two
 outer loops over one learned objective L_alpha, followed by the same meta-test.
 
 ``--outer metagrad`` (default): MetaGenRL's second-order meta-gradient through the critics of a TD3
-population (metarl/algorithms/metagenrl.py). ``--outer es``: ES evolves alpha over TD3 lifetimes of
-the frozen-objective harness (metarl/algorithms/metagenrl_es.py), a new combination; learned = the
+population (metarl/algorithms/metagenrl/algorithm.py). ``--outer es``: ES evolves alpha over TD3 lifetimes of
+the frozen-objective harness (metarl/algorithms/metagenrl/es.py), a new combination; learned = the
 ES mean at the end, initial_loss = alpha_0.
 
 Used by ``python -m experiments.metagenrl``: ``run(PRESETS, argv)``.
@@ -14,8 +14,8 @@ import argparse
 import dataclasses
 import time
 
-from metarl import runner
-from metarl.runs import ConfigError, resolve_preset
+from metarl.runs import driver as runner
+from metarl.runs.run_dir import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
 # flags of one outer loop only: given with the other, they are refused (exit 2)
@@ -82,7 +82,7 @@ class Settings:
 
 def configure(args, presets: dict) -> runner.Plan:
     """Preset plus CLI overrides; raises ConfigError naming any bad value."""
-    from metarl.metagenrl_eval import METHODS
+    from metarl.algorithms.metagenrl.meta_test import METHODS
 
     preset, why = resolve_preset(args.preset)
     sizes = presets[preset]
@@ -121,7 +121,7 @@ def configure(args, presets: dict) -> runner.Plan:
 
 def metagrad_config(sizes: dict, args):
     """The ``--outer metagrad`` configuration: the preset's ``meta`` and ``td3`` sizes plus flags."""
-    from metarl.algorithms.metagenrl import MetaGenRLConfig
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
     from metarl.inner.td3 import TD3Config
 
     meta = dict(sizes["meta"])
@@ -136,7 +136,7 @@ def metagrad_config(sizes: dict, args):
 
 def es_config(sizes: dict, args):
     """The ``--outer es`` configuration: the preset's ``es`` sizes, --population, --generations."""
-    from metarl.algorithms.metagenrl_es import MetaGenRLESConfig
+    from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
     from metarl.inner.td3 import TD3Config
     from metarl.outer.es import ESConfig
 
@@ -165,7 +165,7 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
     import numpy as np
 
     from metarl import distributed, envs
-    from metarl.algorithms.metagenrl import make_trainer
+    from metarl.algorithms.metagenrl.algorithm import make_trainer
 
     cfg, names = s.cfg, s.train_names
     trainer = make_trainer([envs.make(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
@@ -228,8 +228,8 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
     import numpy as np
 
     from metarl import envs
-    from metarl.algorithms.metagenrl_es import MetaGenRLES
-    from metarl.es_step import es_generation_step
+    from metarl.algorithms.metagenrl.es import MetaGenRLES
+    from metarl.runs.es_step import es_generation_step
     from metarl.outer.es import compile_generation
 
     cfg, names = s.cfg, s.train_names
@@ -286,9 +286,9 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
 
 def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, keys: dict,
                title: str) -> runner.Outcome:
-    """Fresh agents, no warm start, no objective updates, on every test env (metarl/metagenrl_eval.py)."""
+    """Fresh agents, no warm start, no objective updates, on every test env (metarl/algorithms/metagenrl/meta_test.py)."""
     from metarl.baselines.ppo import PPOConfig
-    from metarl.metagenrl_eval import meta_test, meta_test_summary, results_table
+    from metarl.algorithms.metagenrl.meta_test import meta_test, meta_test_summary, results_table
 
     test = s.preset["test"]
     results = meta_test(s.test_names, alpha, alpha0, objective, s.cfg.td3, test["total_steps"],

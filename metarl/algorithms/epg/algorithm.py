@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
-from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
+from metarl.inner.on_policy_agent import LifetimeConfig, make_lifetime
 from metarl.objectives import registry
 from metarl.outer.es import ESConfig, make_es
 

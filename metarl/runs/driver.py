@@ -13,7 +13,7 @@ config.json never stores), ``--resume`` (stored flags, changed-flag refusals, ex
 flag, finished runs left untouched), the exit-2 contract for bad input, config.json, the run state's
 checkpoint cadence (orbax, every ``--checkpoint-every`` outer steps and the last), ``metrics.jsonl``
 numbered from 1, progress lines with an ETA, the saved objectives, ``meta_test.{json,csv,png}``
-(``metarl.meta_test_io``) and ``summary.json``, written last (its presence marks a finished run).
+(``metarl.runs.meta_test_schema``) and ``summary.json``, written last (its presence marks a finished run).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from metarl.runs import (PRESETS, RUN_FORMAT, ConfigError, check_run_dir, checked_population_mesh,
+from metarl.runs.run_dir import (PRESETS, RUN_FORMAT, ConfigError, check_run_dir, checked_population_mesh,
                          device_info, enable_compilation_cache, fail, finished_run, fmt_time,
                          prepare_run_dir, stored_argv, write_json_atomic)
 
@@ -173,7 +173,7 @@ class Plan:
 @dataclasses.dataclass
 class Outcome:
     """What an algorithm's ``finish`` returns: its summary keys, the meta-test
-    (``{env: {method: result}}``, metarl.meta_test_io's schema), the plot title, the meta-training
+    (``{env: {method: result}}``, metarl.runs.meta_test_schema's schema), the plot title, the meta-training
     envs among the test envs (``seen``) and the results table to print."""
 
     summary: dict
@@ -255,7 +255,7 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
     import jax
 
     from metarl import distributed
-    from metarl.checkpoint import RunCheckpointer
+    from metarl.runs.checkpoint import RunCheckpointer
 
     enable_compilation_cache()
     writer = distributed.is_writer()
@@ -308,9 +308,9 @@ def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_di
                 writer: bool, t_start: float) -> dict:
     import jax
 
-    from metarl.checkpoint import save_params
-    from metarl.meta_test_io import write_meta_test
-    from metarl.metrics_log import MetricsLog
+    from metarl.runs.checkpoint import save_params
+    from metarl.runs.meta_test_schema import write_meta_test
+    from metarl.runs.metrics_log import MetricsLog
 
     name = loop.name
     start = int(run[loop.counter])

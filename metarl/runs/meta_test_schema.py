@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from metarl.runs import write_json_atomic
+from metarl.runs.run_dir import write_json_atomic
 
 CSV_COLUMNS = ("env", "seen_env", "method", "kind", "env_steps", "return")
 REFERENCE_STYLE = {"no_update": ("grey", "--"), "zero_action": ("silver", ":"), "oracle": ("k", "-.")}

@@ -29,7 +29,7 @@ from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
 from metarl.objectives.on_policy import OnPolicyBatch, loss_inputs
-from metarl.objectives.ppo import gae, ppo_policy_loss
+from metarl.objectives.ppo_loss import gae, ppo_policy_loss
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ the body terminates). On locomotion bodies each one also has a forward return: t
 part of brax's reward alone (``reward_forward`` / ``reward_run``), so that an objective that only
 teaches standing still (brax's hopper pays +1 per step for staying up) cannot pass for locomotion.
 
-``meta_test(...)`` returns {env: {method: entry}} in metarl.meta_test_io's schema, which
+``meta_test(...)`` returns {env: {method: entry}} in metarl.runs.meta_test_schema's schema, which
 ``meta_test_io.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from metarl.envs.core import TaskFamily, repeat_task
 from metarl.envs.families import Plain
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Agent, TD3Config
-from metarl.meta_test_io import mean_curve, method_result
+from metarl.runs.meta_test_schema import mean_curve, method_result
 from metarl.protocols import Objective
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
@@ -150,7 +150,7 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
               ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
               split: str = "test", eval_envs: int = 8, log=print) -> dict:
     """Trains ``num_seeds`` fresh agents per (env, method) on tasks of ``split``; every method sees
-    the same seeds and tasks. Returns {env: {method: entry}} (metarl.meta_test_io's schema) for
+    the same seeds and tasks. Returns {env: {method: entry}} (metarl.runs.meta_test_schema's schema) for
     the methods and the FLOORS (return(s): the deployed policy after ``total_steps`` env steps;
     forward_return(s) on locomotion bodies; curve: training-episode returns per chunk, for the
     methods)."""

@@ -1,4 +1,4 @@
-"""Run-directory plumbing under the run driver (metarl/runner.py): presets, run directories,
+"""Run-directory plumbing under the run driver (metarl/runs/driver.py): presets, run directories,
 stored flags, summary.json, CLI errors.
 
 Contract: every experiment writes ``<run-dir>/summary.json`` with at least ``algorithm``, ``env``,
