@@ -24,6 +24,7 @@ from brax.training.acme import running_statistics, specs
 from flax import struct
 
 from metarl.envs.core import TaskFamily
+from metarl.checks import require_positive
 from metarl.evaluate_policy import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
@@ -61,9 +62,7 @@ class LifetimeConfig:
         return self.lifetime_steps // self.update_period
 
     def validate(self) -> "LifetimeConfig":
-        for f in ("lifetime_steps", "update_period", "buffer_size", "minibatch_size", "eval_envs"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("lifetime_steps", "update_period", "buffer_size", "minibatch_size", "eval_envs"))
         if self.lifetime_steps % self.update_period:
             raise ValueError(f"lifetime_steps={self.lifetime_steps} must be a multiple of "
                              f"update_period={self.update_period}")

@@ -19,11 +19,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from metarl import distributed
+from metarl.checks import require_positive
 
 
 def _algorithms() -> dict:
@@ -72,9 +77,7 @@ class ESConfig:
         if self.strategy not in _algorithms():
             raise ValueError(f"unknown ES strategy {self.strategy!r}; expected one of "
                              f"{', '.join(strategies())}")
-        for f in ("population_size", "generations"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("population_size", "generations"))
         if self.schedule_generations is not None and self.schedule_generations <= 0:
             raise ValueError(f"schedule_generations must be a positive integer, got {self.schedule_generations}")
         if self.sigma <= 0 or self.learning_rate <= 0:
@@ -116,7 +119,8 @@ def learning_rate_schedule(cfg: ESConfig):
 
 
 def _fitness_shaping_fn(name: str):
-    from evosax.core import fitness_shaping as fs
+    from evosax.core import fitness_shaping as fs  # on first use, as in _algorithms
+
 
     return {"centered_rank": fs.centered_rank_fitness_shaping_fn,
             "z_score": fs.standardize_fitness_shaping_fn,
@@ -197,8 +201,12 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     return generation
 
 
-def make_es(cfg: ESConfig, solution, fitness_fn: Callable, key):
-    """(es, es_params, es_state, generation_fn) with the ES mean at ``solution`` (its initial point)."""
+def make_es(cfg: ESConfig, solution, fitness_fn: Callable, key, mesh=None):
+    """(es, es_params, es_state, generation_fn) with the ES mean at ``solution`` (its initial point).
+    ``mesh``: the population mesh the fitness function splits members over (checked here, once for
+    every ES-driven algorithm: the population must split evenly over its devices)."""
+    if mesh is not None:
+        distributed.check_population(cfg.population_size, mesh)
     es, params = make_strategy(cfg, solution)
     state = es.init(key, solution, params)
     return es, params, state, make_generation(es, params, fitness_fn, cfg)
@@ -210,12 +218,6 @@ def compile_generation(generation: Callable, es_state, key, mesh=None):
     Returns (compiled, compile seconds, es_state with the dtypes the generation returns): a fresh
     state and one restored from a checkpoint then take the compiled program without a re-trace.
     ``mesh``: outputs replicated over it (a population sharded over devices)."""
-    import time
-
-    import numpy as np
-
-    from metarl import distributed
-
     jit_kwargs = {} if mesh is None else {"out_shardings": distributed.replicated(mesh)}
     t0 = time.time()
     compiled = jax.jit(generation, **jit_kwargs).lower(es_state, key).compile()

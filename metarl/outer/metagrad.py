@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from metarl.checks import require_positive
 from metarl.distributed import check_population, shard_population
 from metarl.protocols import Learner, Objective
 
@@ -53,9 +54,8 @@ class MetaGradConfig:
     warm_start_steps: int = 10_000
 
     def validate(self) -> "MetaGradConfig":
-        for f in ("agents_per_env", "meta_iterations", "steps_per_iteration", "meta_batch"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"meta-training {f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("agents_per_env", "meta_iterations", "steps_per_iteration", "meta_batch"),
+                         prefix="meta-training ")
         if not 0.0 < self.meta_lr < float("inf"):
             raise ValueError(f"meta_lr must be a finite number > 0, got {self.meta_lr}")
         if self.warm_start_steps < 0:

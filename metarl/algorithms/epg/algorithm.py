@@ -19,7 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from metarl.distributed import check_population, shard_population
+from metarl.distributed import shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.on_policy_agent import LifetimeConfig, make_lifetime
 from metarl.objectives import registry
@@ -63,8 +63,6 @@ class EPG:
         ``mesh``: an optional population mesh (metarl.distributed); members are split over it."""
         self.env, self.config = env, config.validate()
         self.mesh = mesh
-        if mesh is not None:
-            check_population(config.es.population_size, mesh)
         self.objective = objective or registry.make(config.objective, config.lifetime,
                                                     context_gradient=config.context_gradient)
         # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation)
@@ -136,4 +134,4 @@ class EPG:
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at phi_0."""
         k_init, k_es = jax.random.split(key)
-        return make_es(self.config.es, self.init_loss(k_init), self.fitness_fn, k_es)
+        return make_es(self.config.es, self.init_loss(k_init), self.fitness_fn, k_es, self.mesh)

@@ -23,7 +23,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from metarl.distributed import check_population, shard_population
+from metarl.checks import require_positive
+from metarl.distributed import shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Config
@@ -45,9 +46,7 @@ class MetaGenRLESConfig:
     def validate(self) -> "MetaGenRLESConfig":
         self.td3.validate()
         self.es.validate()
-        for f in ("lifetime_steps", "num_chunks", "agents_per_member", "eval_envs"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("lifetime_steps", "num_chunks", "agents_per_member", "eval_envs"))
         if self.lifetime_steps < self.td3.policy_delay * self.num_chunks:
             raise ValueError(f"lifetime_steps = {self.lifetime_steps} is shorter than one policy "
                              f"update per chunk (policy_delay {self.td3.policy_delay} x num_chunks "
@@ -63,8 +62,6 @@ class MetaGenRLES:
         self.envs, self.config, self.split = list(envs), config.validate(), split
         self.objective = objective if objective is not None else BackwardLSTMObjective()
         self.mesh = mesh
-        if mesh is not None:
-            check_population(config.es.population_size, mesh)
         obj = self.objective
 
         def factory(agent):
@@ -103,4 +100,4 @@ class MetaGenRLES:
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at alpha_0."""
         k_init, k_es = jax.random.split(key)
-        return make_es(self.config.es, self.init_objective(k_init), self.fitness_fn, k_es)
+        return make_es(self.config.es, self.init_objective(k_init), self.fitness_fn, k_es, self.mesh)
