@@ -5,7 +5,7 @@ critics learned by TD3 as usual) whose policy is updated only by a given, never-
 loss: a frozen learned objective L_alpha, the initial (random) objective, DDPG's -Q1(s, pi(s)) (then
 it is plain TD3) or off-policy REINFORCE (``metarl.baselines.reinforce``), or any weighted mix of
 them (``metarl.algorithms.metagenrl.meta_test.harness_policy_loss``). It lives in ``metarl/inner/`` beside the other
-agent lifetimes (``epg_lifetime.py``: an EPG agent's lifetime under a given EPG loss) because it is not a
+agent lifetimes (``on_policy_agent.py``: an EPG agent's lifetime under a given objective) because it is not a
 baseline of its own but the inner loop every MetaGenRL meta-test method runs in; the baselines it
 runs are losses plugged into it.
 

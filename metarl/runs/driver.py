@@ -1,6 +1,6 @@
 """The one run driver of every meta-learning experiment: launch, outer loop, checkpoints, summary.
 
-An algorithm (``metarl/algorithms/*_run.py``) supplies three hooks and the driver does the rest::
+An algorithm (``metarl/algorithms/<name>/run.py``) supplies three hooks and the driver does the rest::
 
     parse(argv)                  -> args     (``experiment_parser`` + the algorithm's own flags)
     configure(args)              -> Plan     (checked configuration; raises ConfigError, writes nothing)

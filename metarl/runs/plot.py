@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from metarl.runs import meta_test_schema as meta_test_io
+from metarl.runs import meta_test_schema
 from metarl.runs.run_dir import fail
 
 
@@ -75,7 +75,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     results = None
     if (run_dir / "meta_test.json").exists():
         try:
-            results = meta_test_io.read_meta_test(run_dir)
+            results = meta_test_schema.read_meta_test(run_dir)
         except ValueError as e:
             fail(str(e))
     written = []
@@ -86,7 +86,7 @@ def plot_run(run_dir: Path) -> list[Path]:
             written.append(plot_meta_train(run_dir, recs))
     if results is not None:
         out = run_dir / "meta_test.png"
-        meta_test_io.write_png(out, results, f"meta-test: {run_dir.name}", seen_envs(run_dir))
+        meta_test_schema.write_png(out, results, f"meta-test: {run_dir.name}", seen_envs(run_dir))
         written.append(out)
     return written
 

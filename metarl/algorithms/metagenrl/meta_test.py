@@ -12,7 +12,7 @@ part of brax's reward alone (``reward_forward`` / ``reward_run``), so that an ob
 teaches standing still (brax's hopper pays +1 per step for staying up) cannot pass for locomotion.
 
 ``meta_test(...)`` returns {env: {method: entry}} in metarl.runs.meta_test_schema's schema, which
-``meta_test_io.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
+``metarl.runs.meta_test_schema.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def _prefix(d: dict) -> dict:
 
 
 def _summ(metrics: dict) -> dict:
-    """One method's meta_test_io entry from per-seed metrics: eval_return (seeds,),
+    """One method's meta-test schema entry from per-seed metrics: eval_return (seeds,),
     eval_forward_return (seeds,) on locomotion bodies, episode_return and env_steps (seeds, chunks)."""
     fwd, curve = metrics.get("eval_forward_return"), metrics.get("episode_return")
     return method_result(np.asarray(metrics["eval_return"], dtype=np.float64),
