@@ -1,0 +1,292 @@
+"""Long runs (issue 22): run-dir locks, SIGTERM/SIGINT preemption, damaged files on --resume."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cli_checks import exit_code_and_stderr
+from metarl import run_lock
+from metarl.runs import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _epg_main(argv):
+    from experiments.epg_common import main
+    from experiments.epg_point import ENV, PRESETS
+
+    return main("epg_point", ENV, PRESETS, argv)
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _write_lock(run_dir: Path, **owner):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / ".lock").write_text(json.dumps(owner))
+
+
+def _listing(run_dir: Path) -> dict:
+    return {str(p.relative_to(run_dir)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(run_dir.rglob("*"))}
+
+
+# --- one writer per run directory -------------------------------------------------------------
+
+def test_lock_is_exclusive_and_released(tmp_path):
+    lock = run_lock.acquire(tmp_path / "run")
+    owner = run_lock.read_lock(tmp_path / "run")
+    assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+    with pytest.raises(ConfigError, match=rf"is in use by pid {os.getpid()} on host"):
+        run_lock.acquire(tmp_path / "run")
+    lock.release()
+    assert not (tmp_path / "run" / ".lock").exists()
+    run_lock.acquire(tmp_path / "run").release()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no private files left
+
+
+def test_stale_lock_is_taken_over_only_on_its_host(tmp_path, capsys):
+    dead = _dead_pid()
+    _write_lock(tmp_path / "a", pid=dead, host=socket.gethostname(), started=None, token="x")
+    said = []
+    lock = run_lock.acquire(tmp_path / "a", say=said.append)
+    assert len(said) == 1 and f"taking over the stale lock of pid {dead}" in said[0]
+    assert run_lock.read_lock(tmp_path / "a")["pid"] == os.getpid()
+    lock.release()
+    # another host's lock: its pid cannot be checked from here, so it is never taken over
+    _write_lock(tmp_path / "b", pid=dead, host="some-other-host", started=None, token="y")
+    with pytest.raises(ConfigError, match=rf"in use by pid {dead} on host 'some-other-host'"):
+        run_lock.acquire(tmp_path / "b")
+    # a reused pid (same pid, another start time) is a dead owner too
+    _write_lock(tmp_path / "c", pid=os.getpid(), host=socket.gethostname(), started="1", token="z")
+    run_lock.acquire(tmp_path / "c", say=said.append).release()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / ".lock").write_text("{not json")
+    with pytest.raises(ConfigError, match="in use by an unreadable lock file"):
+        run_lock.acquire(tmp_path / "d")
+
+
+@pytest.mark.parametrize("mode", [[], ["--resume"], ["--overwrite"]])
+def test_a_held_run_dir_is_refused_by_name_and_left_alone(tmp_path, capsys, mode):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"experiment": "epg_point", "run_format": 2,
+                                                     "argv": ["--preset", "smoke"]}))
+    (run_dir / "metrics.jsonl").write_text('{"generation": 1}\n')
+    lock = run_lock.acquire(run_dir)  # a live holder: this process
+    try:
+        before = _listing(run_dir)
+        code, err = exit_code_and_stderr(_epg_main, ["--preset", "smoke", "--run-dir", str(run_dir), *mode],
+                                         capsys)
+        assert code == 2 and err.strip().count("\n") == 0, err
+        assert f"is in use by pid {os.getpid()} on host {socket.gethostname()!r}" in err
+        assert _listing(run_dir) == before
+    finally:
+        lock.release()
+
+
+def test_stale_lock_of_a_finished_run_is_taken_over_on_resume(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    _write_lock(run_dir, pid=_dead_pid(), host=socket.gethostname(), started=None, token="t")
+    (run_dir / "config.json").write_text(json.dumps({"experiment": "epg_point", "run_format": 2,
+                                                     "argv": ["--preset", "smoke"]}))
+    (run_dir / "summary.json").write_text('{"kept": true}')
+    assert _epg_main(["--resume", "--run-dir", str(run_dir)]) == {"kept": True}
+    assert "taking over the stale lock" in capsys.readouterr().out
+    assert not (run_dir / ".lock").exists()
+
+
+# --- damaged files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, why", [
+    ("{\"experiment\": \"epg_point\", \"argv\": [\"--pre", "Unterminated string"),
+    ("", "Expecting value"),
+    ("[1, 2]", "not a JSON object"),
+    ("{\"experiment\": \"epg_point\", \"run_format\": 2}", "holds no run's flags"),
+    (b"\xff\xfe\x00garbage", "codec can't decode"),
+])
+def test_unreadable_config_json_on_resume_is_one_line(tmp_path, capsys, content, why):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    cfg = run_dir / "config.json"
+    cfg.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = _listing(run_dir)
+    code, err = exit_code_and_stderr(_epg_main, ["--resume", "--run-dir", str(run_dir)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: --resume:") and str(cfg) in err and why in err
+    assert _listing(run_dir) == before
+
+
+def test_unreadable_summary_json_on_resume_is_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"experiment": "epg_point", "run_format": 2,
+                                                     "argv": ["--preset", "smoke"]}))
+    (run_dir / "summary.json").write_text('{"algorithm": "ep')
+    before = _listing(run_dir)
+    code, err = exit_code_and_stderr(_epg_main, ["--resume", "--run-dir", str(run_dir)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(run_dir / "summary.json") in err
+    assert _listing(run_dir) == before  # and the lock was released
+
+
+def test_torn_last_metrics_line_is_dropped_atomically(tmp_path):
+    from metarl.metrics_log import MetricsLog
+
+    lines = ['{"generation": 1, "f": 0.1}', '{"generation": 2, "f": NaN}', '{"generation": 3, "f": 0.3}']
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(l + "\n" for l in lines) + '{"generation": 4, "f"')
+    log = MetricsLog(tmp_path, start=3)
+    log.write({"generation": 3, "f": 0.5})
+    log.close()
+    assert path.read_text().splitlines() == lines[:2] + ['{"generation": 3, "f": 0.5}']
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".metrics")]
+
+
+def test_damaged_newest_checkpoint_falls_back_in_one_line(tmp_path, capsys):
+    from metarl.checkpoint import RunCheckpointer
+
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    state = {"a": np.arange(4.0, dtype=np.float32), "g": np.int32(0)}
+    for g in (1, 2, 3):
+        ck.maybe_save(g, {"a": state["a"] + g, "g": np.int32(g)})
+    ck.close()
+    for f in (tmp_path / "ck" / "3").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[:3])
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    restored = ck.resume(state, "g", "test")
+    captured = capsys.readouterr()
+    assert int(restored["g"]) == 2
+    out = captured.out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("[test] resumed from checkpoint at g 2 (skipped damaged "
+                                               "checkpoint 3")
+    assert "ERROR" not in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "ck.damaged" / "3").is_dir()  # kept for a look, out of the run's way
+    ck.maybe_save(3, {"a": state["a"] + 3, "g": np.int32(3)}, force=True)  # the step is written again
+    assert ck.steps() == [1, 2, 3]
+
+
+def _plot(run_dir, capsys):
+    from metarl import plot
+
+    return exit_code_and_stderr(plot.main, [str(run_dir)], capsys)
+
+
+def test_plot_of_what_is_not_a_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "metrics.jsonl").write_text('{"loss": 1}\n')
+    bad_test = tmp_path / "bad_test"
+    bad_test.mkdir()
+    (bad_test / "meta_test.json").write_text('{"goal')
+    dir_test = tmp_path / "dir_test"
+    (dir_test / "meta_test.json").mkdir(parents=True)
+    bad_cfg = tmp_path / "bad_cfg"
+    bad_cfg.mkdir()
+    (bad_cfg / "meta_test.json").write_text('{"e": {"m": {"return": 1.0}}}')
+    (bad_cfg / "config.json").write_text('{"train')
+    for d in ("nothing", "empty", "a_file", "garbage", "bad_test", "dir_test", "bad_cfg"):
+        code, err = _plot(tmp_path / d, capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), (d, err)
+
+
+def test_plot_skips_a_torn_last_metrics_line(tmp_path, capsys):
+    from metarl import plot
+
+    (tmp_path / "metrics.jsonl").write_text('{"generation": 1, "fitness_mean": 1.0}\n{"generation": 2, "fit')
+    plot.main([str(tmp_path)])
+    assert (tmp_path / "meta_train.png").is_file()
+
+
+@pytest.mark.e2e
+def test_plot_cli_on_a_missing_run_dir_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "metarl.plot", str(tmp_path / "none")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "does not exist" in r.stderr
+
+
+# --- preemption in process (the driver's loop with a stand-in algorithm) -----------------------
+
+def test_signal_handlers_only_set_a_flag_in_the_loop_and_are_restored():
+    from metarl.preempt import Stop
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stop = Stop("t").install()
+    try:
+        stop.phase("loop")
+        assert stop.agreed() is None
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.time() + 10
+        while stop.signum is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert stop.agreed() == signal.SIGINT
+        stop.phase("done")
+    finally:
+        stop.uninstall()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def _fake(total: int, signal_at: int | None = None):
+    """A stand-in algorithm for the run driver: outer step i adds i to x (no jax program)."""
+    from metarl import runner
+
+    def step(run, i):
+        if i == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)  # the signal arrives while the step is in flight
+        run = dict(run, generation=np.int32(i + 1), x=run["x"] + i)
+        return run, {"generation": i + 1, "x": float(run["x"][0])}, f"gen {i + 1}"
+
+    def finish(run):
+        return runner.Outcome(summary={"meta_test": {}}, results={"e": {"m": {"return": 1.0}}},
+                              title="t", table="")
+
+    state = {"generation": np.int32(0), "x": np.zeros(2, np.float32)}
+    return runner.Loop(name="fake", counter="generation", total=total, state=state, compile_s=0.0,
+                       step=step, objectives=lambda run: {}, finish=finish)
+
+
+def _drive(run_dir, loop, resume=False, checkpoint_every=10):
+    from metarl import runner
+    from metarl.checkpoint import RunCheckpointer
+    from metarl.preempt import Stop
+
+    args = types.SimpleNamespace(checkpoint_every=checkpoint_every, resume=resume, seed=0)
+    plan = runner.Plan(preset="smoke", why="", population=(1, "p"), header="", config={})
+    ckpt = RunCheckpointer(run_dir / "checkpoints", every=checkpoint_every)
+    run = runner._restore(loop, ckpt, args, None)
+    stop = Stop("fake").install()
+    try:
+        return runner._outer_loop("fake", plan, loop, ckpt, run, run_dir, args, True, time.time(), stop)
+    finally:
+        stop.uninstall()
+
+
+def test_sigterm_finishes_the_step_in_flight_checkpoints_and_exits_143(tmp_path, capsys):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    full.mkdir(), cut.mkdir()
+    _drive(full, _fake(8))
+    with pytest.raises(SystemExit) as e:
+        _drive(cut, _fake(8, signal_at=2))  # default cadence: no checkpoint before step 10
+    assert e.value.code == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM: stopped after generation 3 of 8; checkpoint 3 is in" in err
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["3"]
+    assert not (cut / "summary.json").exists()
+    _drive(cut, _fake(8), resume=True)
+    assert (cut / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
