@@ -290,3 +290,182 @@ def test_sigterm_finishes_the_step_in_flight_checkpoints_and_exits_143(tmp_path,
     assert not (cut / "summary.json").exists()
     _drive(cut, _fake(8), resume=True)
     assert (cut / "metrics.jsonl").read_text() == (full / "metrics.jsonl").read_text()
+
+
+# --- from the command line (subprocesses) ------------------------------------------------------
+
+TINY = ["--preset", "smoke", "--population", "2", "--lifetime-steps", "64", "--test-agents", "1"]
+
+
+def _popen(args, **env):
+    return subprocess.Popen([sys.executable, "-m", "experiments.epg_point", *args], cwd=ROOT,
+                            env=dict(os.environ, JAX_PLATFORMS="cpu", **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _run(args, **env):
+    p = _popen(args, **env)
+    out, err = p.communicate(timeout=800)
+    return p.returncode, out, err
+
+
+def _read_until(p, text: str) -> str:
+    """Reads the process's stdout up to the first line containing ``text``; the lines so far."""
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"{text!r} never printed; rc={p.wait()} stderr={p.stderr.read()[-3000:]}")
+
+
+def _metrics(run_dir):
+    drop = ("gen_s", "env_steps_per_s")
+    return [{k: v for k, v in json.loads(l).items() if k not in drop}
+            for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 12-generation run, checkpointed every generation."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    code, out, err = _run([*TINY, "--generations", "12", "--checkpoint-every", "1", "--run-dir", str(run_dir)])
+    assert code == 0, err[-3000:]
+    return run_dir
+
+
+@pytest.mark.e2e
+def test_sigterm_mid_run_checkpoints_the_step_in_flight_and_resume_matches(tmp_path, reference):
+    cut = tmp_path / "cut"
+    p = _popen([*TINY, "--generations", "12", "--run-dir", str(cut)])  # checkpoints every 10
+    _read_until(p, "gen 2/12")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 143, err[-3000:]
+    stops = [l for l in err.splitlines() if "stopped after generation" in l]
+    assert len(stops) == 1 and "Traceback" not in err, err[-3000:]
+    k = int(stops[0].split("stopped after generation ")[1].split()[0])
+    assert 2 <= k < 12 and f"SIGTERM: stopped after generation {k} of 12; checkpoint {k} is in" in stops[0]
+    assert (cut / "checkpoints" / str(k)).is_dir() and len(_metrics(cut)) == k
+    assert not (cut / "summary.json").exists() and not (cut / ".lock").exists()
+    code, out, err = _run(["--resume", "--run-dir", str(cut)])
+    assert code == 0, err[-3000:]
+    assert f"resumed from checkpoint at generation {k}" in out
+    assert _metrics(cut) == _metrics(reference)  # the same series as an uninterrupted run
+    assert json.loads((cut / "summary.json").read_text())["resumed_from"] == k
+
+
+@pytest.mark.e2e
+def test_a_second_launch_on_a_live_run_is_refused_and_the_first_is_unharmed(tmp_path):
+    run_dir = tmp_path / "run"
+    first = _popen([*TINY, "--generations", "3", "--run-dir", str(run_dir)])
+    _read_until(first, "preset=smoke")  # it holds the lock from here on
+    first.send_signal(signal.SIGSTOP)  # alive, and nothing changes under the second launches
+    try:
+        before = _listing(run_dir)
+        seconds = [_popen(a) for a in (["--resume", "--run-dir", str(run_dir)],
+                                        [*TINY, "--overwrite", "--run-dir", str(run_dir)],
+                                        [*TINY, "--generations", "3", "--run-dir", str(run_dir)])]
+        for p in seconds:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 2 and len(err.strip().splitlines()) == 1, err[-3000:]
+            assert f"is in use by pid {first.pid} on host {socket.gethostname()!r}" in err
+        assert _listing(run_dir) == before
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=800)
+    assert first.returncode == 0, err[-3000:]
+    assert [r["generation"] for r in _metrics(run_dir)] == [1, 2, 3]
+    assert (run_dir / "summary.json").is_file() and not (run_dir / ".lock").exists()
+
+
+@pytest.mark.e2e
+def test_signals_during_compile_and_meta_test_leave_a_resumable_run(tmp_path):
+    run_dir = tmp_path / "run"
+    cache = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "xla")}  # a fresh cache: compiling takes a while
+    p = _popen([*TINY, "--generations", "2", "--run-dir", str(run_dir)], **cache)
+    _read_until(p, "loss parameters")
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 130 and "gen 1/2" not in out, (out, err[-3000:])
+    assert "SIGINT during compiling or restoring: exiting now" in err and "Traceback" not in err
+    assert sorted(x.name for x in run_dir.iterdir()) == ["config.json"]  # lock released, nothing else
+    p = _popen(["--resume", "--run-dir", str(run_dir)], **cache)
+    _read_until(p, "meta-test:")
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 143 and "SIGTERM during the meta-test: exiting now" in err, err[-3000:]
+    assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoints" / "2").is_dir()
+    code, out, err = _run(["--resume", "--run-dir", str(run_dir)], **cache)
+    assert code == 0 and "resumed from checkpoint at generation 2" in out, err[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == 2
+
+
+@pytest.mark.e2e
+def test_damaged_newest_checkpoint_and_torn_metrics_line_resume_from_the_command_line(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    (run_dir / "summary.json").unlink()  # as if killed before the meta-test ended
+    for f in (run_dir / "checkpoints" / "12").rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    with open(run_dir / "metrics.jsonl", "a") as f:
+        f.write('{"generation": 13, "fitness_me')  # a kill mid-write
+    code, out, err = _run(["--resume", "--run-dir", str(run_dir)])
+    assert code == 0, err[-3000:]
+    said = [l for l in out.splitlines() if "checkpoint" in l and "resumed" in l]
+    assert len(said) == 1 and said[0].startswith(
+        "[epg_point] resumed from checkpoint at generation 11 (skipped damaged checkpoint 12"), said
+    assert "Traceback" not in err and "ERROR" not in err
+    assert _metrics(run_dir) == _metrics(reference)
+
+
+# --- multi-process runs (two localhost processes, one CPU device each) --------------------------
+
+def _two(tmp_path, tag, args):
+    """Starts processes 0 and 1 of ``experiments.epg_point args``; returns (procs, [(out, err) paths])."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+    logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
+    procs = []
+    for i, (out, err) in enumerate(logs):
+        with open(out, "w") as fo, open(err, "w") as fe:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "experiments.epg_point", *args, "--coordinator", f"127.0.0.1:{port}",
+                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, stdout=fo, stderr=fe))
+    return procs, logs
+
+
+@pytest.mark.e2e
+def test_two_process_launch_on_a_held_run_dir_is_refused_by_every_process(tmp_path):
+    run_dir = tmp_path / "run"
+    lock = run_lock.acquire(run_dir)  # held by this (live) process
+    try:
+        procs, logs = _two(tmp_path, "held", [*TINY, "--generations", "2", "--run-dir", str(run_dir)])
+        for p, (_, err) in zip(procs, logs):
+            assert p.wait(timeout=600) == 2, err.read_text()[-3000:]
+            assert f"is in use by pid {os.getpid()}" in err.read_text().strip().splitlines()[-1]
+        assert sorted(x.name for x in run_dir.iterdir()) == [".lock"]
+    finally:
+        lock.release()
+
+
+@pytest.mark.e2e
+def test_two_process_run_stops_at_the_same_step_when_one_process_gets_sigterm(tmp_path):
+    run_dir = tmp_path / "run"
+    procs, logs = _two(tmp_path, "stop", [*TINY, "--generations", "12", "--run-dir", str(run_dir)])
+    deadline = time.time() + 800
+    while "gen 2/12" not in logs[1][0].read_text() and time.time() < deadline and procs[1].poll() is None:
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only: process 0 learns of it after the step
+    codes = [p.wait(timeout=600) for p in procs]
+    errs = [e.read_text() for _, e in logs]
+    assert codes == [143, 143], [e[-3000:] for e in errs]
+    steps = {int(e.split("stopped after generation ")[1].split()[0]) for e in errs}
+    assert len(steps) == 1, errs
+    k = steps.pop()
+    assert (run_dir / "checkpoints" / str(k)).is_dir() and len(_metrics(run_dir)) == k
+    assert "process 0 saved checkpoint" in errs[1] and not (run_dir / ".lock").exists()
