@@ -108,8 +108,10 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
 
     killed = tmp_path / "killed"
     kill_after_checkpoint("experiments.epg_reacher", args, killed, step=3, root=ROOT)
+    assert (killed / ".lock").is_file()  # a SIGKILL leaves the run's lock behind
     r = run_exp(["--resume", "--run-dir", str(killed)])
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "taking over the stale lock" in r.stdout and not (killed / ".lock").exists()
     assert "resumed from checkpoint at generation" in r.stdout
     assert _series(killed) == _series(full)  # bit-identical on CPU
     assert all(e is not None for _, e, _ in _series(full))  # held-out evaluation every generation
