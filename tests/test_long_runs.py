@@ -241,13 +241,13 @@ def test_signal_handlers_only_set_a_flag_in_the_loop_and_are_restored():
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
-def _fake(total: int, signal_at: int | None = None):
+def _fake(total: int, signal_at: int | None = None, signum=signal.SIGTERM):
     """A stand-in algorithm for the run driver: outer step i adds i to x (no jax program)."""
     from metarl import runner
 
     def step(run, i):
         if i == signal_at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             time.sleep(0.3)  # the signal arrives while the step is in flight
         run = dict(run, generation=np.int32(i + 1), x=run["x"] + i)
         return run, {"generation": i + 1, "x": float(run["x"][0])}, f"gen {i + 1}"
@@ -277,15 +277,16 @@ def _drive(run_dir, loop, resume=False, checkpoint_every=10):
         stop.uninstall()
 
 
-def test_sigterm_finishes_the_step_in_flight_checkpoints_and_exits_143(tmp_path, capsys):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_finishes_the_step_in_flight_checkpoints_and_exits(tmp_path, capsys, signum, code):
     full, cut = tmp_path / "full", tmp_path / "cut"
     full.mkdir(), cut.mkdir()
     _drive(full, _fake(8))
     with pytest.raises(SystemExit) as e:
-        _drive(cut, _fake(8, signal_at=2))  # default cadence: no checkpoint before step 10
-    assert e.value.code == 143
+        _drive(cut, _fake(8, signal_at=2, signum=signum))  # default cadence: no checkpoint before step 10
+    assert e.value.code == code
     err = capsys.readouterr().err
-    assert "SIGTERM: stopped after generation 3 of 8; checkpoint 3 is in" in err
+    assert f"{signum.name}: stopped after generation 3 of 8; checkpoint 3 is in" in err
     assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == ["3"]
     assert not (cut / "summary.json").exists()
     _drive(cut, _fake(8), resume=True)
