@@ -179,6 +179,31 @@ def test_damaged_newest_checkpoint_falls_back_in_one_line(tmp_path, capsys):
     assert ck.steps() == [1, 2, 3]
 
 
+def test_half_written_newest_checkpoints_fall_back_and_are_written_again(tmp_path, capsys):
+    from metarl.checkpoint import RunCheckpointer
+
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    state = {"a": np.arange(4.0, dtype=np.float32), "g": np.int32(0)}
+    for g in (1, 2, 3):
+        ck.maybe_save(g, {"a": state["a"] + g, "g": np.int32(g)})
+    ck.close()
+    # step 3 killed mid-save (orbax's temporary dir, never renamed); step 2 lost its data files
+    half = tmp_path / "ck" / "3.orbax-checkpoint-tmp-1234"
+    shutil.move(tmp_path / "ck" / "3", half)
+    for f in half.rglob("_*"):
+        f.unlink()
+    for f in (tmp_path / "ck" / "2").rglob("*"):
+        if f.is_file() and "ocdbt" in str(f):
+            f.unlink()
+    ck = RunCheckpointer(tmp_path / "ck", every=1)
+    assert int(ck.resume(state, "g", "test")["g"]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "resumed from checkpoint at g 1 (skipped damaged checkpoint 2 (" in out[0]
+    for g in (2, 3):
+        ck.maybe_save(g, {"a": state["a"] + g, "g": np.int32(g)}, force=True)
+    assert ck.steps() == [1, 2, 3]
+
+
 def _plot(run_dir, capsys):
     from metarl import plot
 
