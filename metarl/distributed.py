@@ -43,6 +43,26 @@ def barrier(name: str, timeout_s: float = 1800) -> None:
     jax_distributed.global_state.client.wait_at_barrier(f"metarl:{name}", int(timeout_s * 1000))
 
 
+def share_verdict(name: str, error: str | None, timeout_s: float = 1800) -> str | None:
+    """Multi-host: process 0's verdict on a launch (an error message, or None) for every process, so
+    that all exit together when process 0 alone refuses (e.g. its run dir is locked); a process's
+    own error stands. Every process must call it. A no-op for one process."""
+    if jax.process_count() == 1:
+        return error
+    from jax._src import distributed as jax_distributed
+
+    client = jax_distributed.global_state.client
+    key = f"metarl:verdict:{name}"
+    if is_writer():
+        client.key_value_set(key, "ok" if error is None else "error:" + error)
+        verdict = error
+    else:
+        value = client.blocking_key_value_get(key, int(timeout_s * 1000))
+        verdict = error if error is not None or value == "ok" else value[len("error:"):]
+    barrier(f"verdict:{name}", timeout_s)  # process 0 (the coordinator) stays until all have read it
+    return verdict
+
+
 def is_writer() -> bool:
     return jax.process_index() == 0
 

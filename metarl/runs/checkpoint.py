@@ -3,11 +3,15 @@
 A checkpoint holds the run state pytree (outer-loop state, RNG key, generation, best objective and
 its score, metric history). orbax writes each step to a temporary directory and renames it when
 complete, so a kill mid-save leaves the previous checkpoints intact. A latest checkpoint that fails
-to restore (corrupt or truncated) is skipped with a warning and the one before it is used.
+to restore (corrupt or truncated) is skipped and the one before it is used; ``resume`` says so in
+one line and moves the damaged ones to ``<checkpoints>.damaged/`` (so the run can write those steps
+again; nothing is deleted).
 """
 from __future__ import annotations
 
-import warnings
+import contextlib
+import logging
+import shutil
 from pathlib import Path
 
 import jax
@@ -30,15 +34,18 @@ class RunCheckpointer:
         self.is_writer = is_writer
         self.multi = jax.process_count() > 1
         self.manager = None
+        self.directory = Path(directory)
+        self.damaged: list[tuple[int, str]] = []  # (step, why) skipped by the last restore
         if is_writer:
             mp = (ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
                   if self.multi else ocp.options.MultiprocessingOptions())
             Path(directory).mkdir(parents=True, exist_ok=True)  # orbax: no create= with active_processes
-            self.manager = ocp.CheckpointManager(
-                Path(directory).absolute(),
-                options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not self.multi,
-                                                     enable_async_checkpointing=False,
-                                                     multiprocessing_options=mp))
+            with _quiet_absl():  # its step scan logs each damaged metadata file
+                self.manager = ocp.CheckpointManager(
+                    Path(directory).absolute(),
+                    options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=not self.multi,
+                                                         enable_async_checkpointing=False,
+                                                         multiprocessing_options=mp))
 
     def maybe_save(self, step: int, state, force: bool = False) -> bool:
         """Saves ``state`` as checkpoint ``step`` when step % every == 0 (or ``force``)."""
@@ -53,14 +60,31 @@ class RunCheckpointer:
 
     def resume(self, run: dict, counter: str, name: str, template=None) -> dict:
         """``--resume``: the run state of the newest readable checkpoint, else ``run`` unchanged;
-        prints which. ``counter``: the run state's outer-step key (``generation`` / ``iteration``);
-        ``template``: the checkpoint's structure when it differs from ``run`` (default ``run``)."""
+        says which in one line (naming damaged newer checkpoints, which are moved aside).
+        ``counter``: the run state's outer-step key (``generation`` / ``iteration``); ``template``:
+        the checkpoint's structure when it differs from ``run`` (default ``run``)."""
         _, restored = self.restore_latest(run if template is None else template)
+        skipped = ""
+        if self.damaged:
+            moved = self._move_damaged()
+            skipped = (f" (skipped damaged checkpoint{'s' if len(self.damaged) > 1 else ''} "
+                       f"{', '.join(f'{s} ({why})' for s, why in self.damaged)}; moved to {moved})")
         if restored is None:
-            print(f"[{name}] no readable checkpoint; starting from {counter} 0", flush=True)
+            print(f"[{name}] no readable checkpoint; starting from {counter} 0{skipped}", flush=True)
             return run
-        print(f"[{name}] resumed from checkpoint at {counter} {int(restored[counter])}", flush=True)
+        print(f"[{name}] resumed from checkpoint at {counter} {int(restored[counter])}{skipped}", flush=True)
         return restored
+
+    def _move_damaged(self) -> Path:
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        aside.mkdir(exist_ok=True)
+        for step, _ in self.damaged:
+            target = aside / str(step)
+            if target.exists():
+                shutil.rmtree(target)
+            (self.directory / str(step)).rename(target)
+        self.manager.reload()
+        return aside
 
     def restore_latest(self, template):
         """Returns (step, state) from the newest checkpoint that restores; (None, None) if none do.
@@ -80,20 +104,36 @@ class RunCheckpointer:
         return int(found), jax.device_get(state)
 
     def _restore_local(self, template):
+        """The newest checkpoint that restores; the ones skipped go to ``self.damaged``."""
         abstract = _abstract(template)
-        for step in reversed(self.steps()):
-            try:
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-                _check_finite_structure(state, template)
-                return step, state
-            except Exception as e:  # orbax raises various errors for damaged checkpoints
-                warnings.warn(f"checkpoint {step} could not be restored ({type(e).__name__}: "
-                              f"{str(e)[:120]}); falling back to an earlier one", stacklevel=3)
+        self.damaged = []
+        with _quiet_absl():
+            for step in reversed(self.steps()):
+                try:
+                    state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                    _check_finite_structure(state, template)
+                    return step, state
+                except Exception as e:  # orbax raises various errors for damaged checkpoints
+                    why = (str(e).strip().splitlines() or [""])[0][:100]
+                    self.damaged.append((step, f"{type(e).__name__}: {why}" if why else type(e).__name__))
         return None, None
 
     def close(self):
         if self.manager is not None:
             self.manager.close()
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """orbax logs (absl ERROR lines) each damaged checkpoint file it reads; ``resume`` reports them
+    in one line instead."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        absl.setLevel(level)
 
 
 def _abstract(template):

@@ -222,36 +222,87 @@ def record(run: dict, i: int, **values) -> None:
 
 
 def launch(experiment: str, argv, parse, configure, extendable: tuple[str, ...] = ()):
-    """Parses and checks a launch; returns (args, plan, run dir, mesh). Exits 2 on bad input before
-    anything is written."""
+    """Parses and checks a launch and takes the run dir's lock (process 0; ``metarl.runs.run_lock``);
+    returns (args, plan, run dir, mesh, lock). Exits 2 on bad input, or on a run dir that another
+    live process holds, before anything is written."""
     args = parse(argv)
+    lock = None
     try:
         if args.resume:
             run_dir, args = resume_args(args, parse, experiment=experiment, argv=argv, extendable=extendable)
         from metarl import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        if args.checkpoint_every <= 0:
-            raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
-        plan = configure(args)
-        if not args.resume:
-            # only process 0 writes the run dir, so only it refuses one that already holds a run (the
-            # others would race its config.json); --run-dir need only be visible to process 0
-            run_dir = check_run_dir(args.run_dir or f"runs/{experiment}-{plan.preset}",
-                                    overwrite=args.overwrite or not distributed.is_writer())
-        mesh = checked_population_mesh(*plan.population)
+        error = None
+        try:
+            if args.checkpoint_every <= 0:
+                raise ConfigError(f"--checkpoint-every must be a positive integer, got {args.checkpoint_every}")
+            plan = configure(args)
+            if not args.resume:
+                run_dir = Path(args.run_dir or f"runs/{experiment}-{plan.preset}")
+            mesh = checked_population_mesh(*plan.population)
+            if distributed.is_writer():
+                lock = _lock_run_dir(run_dir, args)
+        except ConfigError as e:
+            error = str(e)
+        # process 0 alone checks and locks the run dir; the others take its verdict
+        error = distributed.share_verdict("launch", error)
+        if error is not None:
+            raise ConfigError(error)
     except ConfigError as e:
+        if lock is not None:
+            lock.release()
         fail(str(e))
-    return args, plan, run_dir, mesh
+    return args, plan, run_dir, mesh, lock
+
+
+def _lock_run_dir(run_dir: Path, args):
+    """Takes the run dir's lock after checking it (never removing or writing into a dir that a live
+    run holds); a fresh start re-checks the dir once it holds the lock (a run that was in it has
+    then ended). The others need --run-dir only to exist on process 0."""
+    from metarl.runs import run_lock
+
+    check_run_dir(run_dir, overwrite=True)  # not a file
+    run_lock.check_free(run_dir)
+    if not args.resume:
+        check_run_dir(run_dir, overwrite=args.overwrite)
+    lock = run_lock.acquire(run_dir, say=lambda line: print(line, flush=True))
+    try:
+        if not args.resume:
+            check_run_dir(run_dir, overwrite=args.overwrite)
+    except ConfigError:
+        lock.release()
+        raise
+    return lock
 
 
 def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, ...] = ()) -> dict:
-    """Runs (or resumes, or extends) one experiment to its summary; returns summary.json's dict."""
+    """Runs (or resumes, or extends) one experiment to its summary; returns summary.json's dict.
+
+    SIGTERM / SIGINT (``metarl.runs.preempt``): the outer step in flight is finished and checkpointed,
+    then the process exits 143 / 130; the run dir's lock is released on every exit."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, plan, run_dir, mesh = launch(experiment, argv, parse, configure, extendable)
-    extended_from = getattr(args, "extended_from", None)
-    if args.resume and extended_from is None and (done := finished_run(run_dir)) is not None:
-        return done
+    args, plan, run_dir, mesh, lock = launch(experiment, argv, parse, configure, extendable)
+    release = lock.release if lock is not None else (lambda: None)
+    from metarl.runs.preempt import Stop
+
+    stop = Stop(experiment, on_exit=release).install()
+    try:
+        extended_from = getattr(args, "extended_from", None)
+        if args.resume and extended_from is None:
+            try:
+                done = finished_run(run_dir)
+            except ConfigError as e:
+                fail(str(e))
+            if done is not None:
+                return done
+        return _run(experiment, argv, args, plan, run_dir, mesh, build, stop, extended_from)
+    finally:
+        stop.uninstall()
+        release()
+
+
+def _run(experiment, argv, args, plan, run_dir, mesh, build, stop, extended_from) -> dict:
     import jax
 
     from metarl import distributed
@@ -269,7 +320,7 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
     distributed.barrier("restore")
     ckpt = RunCheckpointer(run_dir / "checkpoints", every=args.checkpoint_every, is_writer=writer)
     run = _restore(loop, ckpt, args, extended_from)
-    return _outer_loop(experiment, plan, loop, ckpt, run, run_dir, args, writer, t_start)
+    return _outer_loop(experiment, plan, loop, ckpt, run, run_dir, args, writer, t_start, stop)
 
 
 def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: bool, extended_from):
@@ -305,7 +356,7 @@ def _restore(loop: Loop, ckpt, args, extended_from) -> dict:
 
 
 def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_dir: Path, args,
-                writer: bool, t_start: float) -> dict:
+                writer: bool, t_start: float, stop=None) -> dict:
     import jax
 
     from metarl.runs.checkpoint import save_params
@@ -316,14 +367,21 @@ def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_di
     start = int(run[loop.counter])
     log = MetricsLog(run_dir, start + 1, enabled=writer, step_key=loop.counter)
     t_train = time.time()
+    if stop is not None:
+        stop.phase("loop")
     for i in range(start, loop.total):
         run, record, progress = loop.step(run, i)
         done = i + 1
         log.write(record)
         eta = (time.time() - t_train) / (done - start) * (loop.total - done)
         print(f"[{name}] {progress} ETA {fmt_time(eta)}", flush=True)
-        if done % args.checkpoint_every == 0 or done == loop.total:
+        saved = done % args.checkpoint_every == 0 or done == loop.total
+        if saved:
             ckpt.maybe_save(done, loop.to_host(run), force=True)
+        if stop is not None and (signum := stop.agreed()) is not None:
+            _stop_after(signum, done, saved, loop, ckpt, log, run, run_dir, writer)
+    if stop is not None:
+        stop.phase("finish")
     log.close()
     ckpt.close()
     train_s = time.time() - t_train
@@ -342,10 +400,30 @@ def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_di
     if writer:
         write_meta_test(run_dir, out.results, out.title, seen=out.seen)
         write_json_atomic(run_dir / "summary.json", summary)
+    if stop is not None:
+        stop.phase("done")  # the run is finished: a signal now changes nothing
     print(out.table, flush=True)
     print(f"[{name}] wrote {run_dir}/summary.json, meta_test.json, meta_test.csv, meta_test.png "
           f"({summary['wall_s']:.0f}s)" if writer else f"[{name}] process 0 writes the outputs", flush=True)
     return summary
+
+
+def _stop_after(signum: int, done: int, saved: bool, loop: Loop, ckpt, log, run, run_dir: Path, writer: bool):
+    """A signal asked the run to stop (every process agrees on ``done``): checkpoints outer step
+    ``done`` unless just saved, says so in one line and exits 128 + signum."""
+    import signal
+
+    from metarl.runs.preempt import exit_code
+
+    if not saved:
+        ckpt.maybe_save(done, loop.to_host(run), force=True)
+    log.close()
+    ckpt.close()
+    where = (f"checkpoint {done} is in {run_dir / 'checkpoints'}" if writer
+             else f"process 0 saved checkpoint {done}")
+    print(f"[{loop.name}] {signal.Signals(signum).name}: stopped after {loop.counter} {done} of "
+          f"{loop.total}; {where}; continue with --resume --run-dir {run_dir}", file=sys.stderr, flush=True)
+    raise SystemExit(exit_code(signum))
 
 
 def _meta_test_last(out: Outcome) -> dict:

@@ -1,6 +1,6 @@
 """Turn a run directory (EPG or MetaGenRL) into PNG learning curves.
 
-    python -m metarl.plot RUN_DIR
+    python -m metarl.runs.plot RUN_DIR
 
 Writes ``meta_train.png`` from metrics.jsonl (EPG: fitness mean/max per generation; MetaGenRL:
 the agents' return per meta-training env and their mean per iteration) and, when the run has a
@@ -10,11 +10,11 @@ training methods as curves, do-nothing references and the oracle as level lines)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from metarl.runs import meta_test_schema
-from metarl.runs.run_dir import fail
+from metarl.runs import meta_test_schema as meta_test_io
+from metarl.runs.metrics_log import read_records
+from metarl.runs.run_dir import ConfigError, fail, read_json
 
 
 def meta_train_series(recs: list[dict]) -> tuple[str, dict]:
@@ -65,23 +65,27 @@ def plot_meta_train(run_dir: Path, recs: list[dict]) -> Path:
 def seen_envs(run_dir: Path) -> list[str]:
     """MetaGenRL's meta-training envs (config.json 'train_envs'), marked seen on the meta-test; [] for EPG."""
     cfg = run_dir / "config.json"
-    return list(json.loads(cfg.read_text()).get("train_envs", [])) if cfg.exists() else []
+    return list(read_json(cfg).get("train_envs", [])) if cfg.exists() else []
 
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Writes meta_train.png and meta_test.png where their inputs exist; returns the paths written.
-    Exits 2 (one line) on a meta_test.json that predates metarl.runs.meta_test_schema's schema."""
+    Exits 2 (one line) on a meta_test.json that predates metarl.runs.meta_test_schema's schema or cannot be
+    read, and on a metrics.jsonl or config.json that is not a metarl run's. A torn last line of
+    metrics.jsonl (a run killed mid-write) is skipped."""
     run_dir = Path(run_dir)
     results = None
     if (run_dir / "meta_test.json").exists():
         try:
-            results = meta_test_schema.read_meta_test(run_dir)
-        except ValueError as e:
-            fail(str(e))
+            results = meta_test_io.read_meta_test(run_dir)
+        except (OSError, ValueError) as e:
+            fail(f"cannot read {str(run_dir / 'meta_test.json')!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     written = []
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
-        recs = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()]
+        recs = read_records(metrics)
+        if recs and not any(k in recs[0] for k in ("generation", "iteration")):
+            fail(f"{str(metrics)!r} is not a metarl metrics log (no 'generation' or 'iteration' in its records)")
         if recs:
             written.append(plot_meta_train(run_dir, recs))
     if results is not None:
@@ -94,11 +98,17 @@ def plot_run(run_dir: Path) -> list[Path]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
+    ap.error = lambda message: fail(message)
     args = ap.parse_args(argv)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         fail(f"run dir {str(run_dir)!r} does not exist or is not a directory")
-    written = plot_run(run_dir)
+    try:
+        written = plot_run(run_dir)
+    except ConfigError as e:
+        fail(str(e))
+    except (OSError, KeyError, TypeError, ValueError) as e:  # a file of a run that is not metarl's
+        fail(f"cannot plot run dir {str(run_dir)!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     if not written:
         fail(f"run dir {str(run_dir)!r} holds no metrics.jsonl or meta_test.json to plot")
     for p in written:

@@ -58,7 +58,7 @@ def check_run_dir(path: str | os.PathLike, overwrite: bool = False, resume: bool
         if not p.is_dir():
             raise ConfigError(f"--resume given but run dir {str(p)!r} does not exist")
         return p
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
+    if p.is_dir() and any(not _is_lock(c) for c in p.iterdir()) and not overwrite:
         hint = " or --resume to continue it" if resumable else ""
         raise ConfigError(f"--run-dir {str(p)!r} already holds a run; pass --overwrite to replace it{hint}")
     return p
@@ -75,7 +75,10 @@ def stored_argv(run_dir: str | None, experiment: str | None = None) -> tuple[Pat
     saved = p / "config.json"
     if not saved.is_file():
         raise ConfigError(f"--resume: no run to continue in {str(p)!r} (config.json missing)")
-    config = json.loads(saved.read_text())
+    config = read_json(saved, "--resume: ")
+    if not isinstance(config.get("argv"), list) or not all(isinstance(a, str) for a in config["argv"]):
+        raise ConfigError(f"--resume: {str(saved)!r} holds no run's flags (no 'argv' list); it is "
+                          f"damaged or not a metarl config.json")
     if experiment is not None and config.get("experiment") != experiment:
         raise ConfigError(f"--resume: {str(p)!r} holds a {config.get('experiment', 'unknown')!r} run, "
                           f"not a {experiment!r} run")
@@ -92,9 +95,24 @@ def finished_run(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "summary.json"
     if not path.is_file():
         return None
+    summary = read_json(path, "--resume: ")
     print(f"run in {str(run_dir)!r} is finished (summary.json present); nothing to resume, nothing "
           f"rewritten", flush=True)
-    return json.loads(path.read_text())
+    return summary
+
+
+def read_json(path: Path, context: str = "") -> dict:
+    """A JSON object from ``path``; ConfigError naming the file when it is unreadable or damaged."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise ConfigError(f"{context}cannot read {str(path)!r} ({why}); it is damaged or not a "
+                          f"metarl file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{context}cannot read {str(path)!r} (not a JSON object); it is damaged or "
+                          f"not a metarl file")
+    return data
 
 
 def checked_population_mesh(size: int, what: str):
@@ -111,13 +129,25 @@ def checked_population_mesh(size: int, what: str):
 
 
 def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
-    """Creates the run directory; with ``overwrite`` the old contents are removed first."""
+    """Creates the run directory; with ``overwrite`` the old contents are removed first (all but
+    the run's lock file, held by the caller)."""
     import shutil
 
     if overwrite and p.is_dir():
-        shutil.rmtree(p)
+        for c in p.iterdir():
+            if _is_lock(c):
+                continue
+            if c.is_dir() and not c.is_symlink():
+                shutil.rmtree(c)
+            else:
+                c.unlink()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def _is_lock(p: Path) -> bool:
+    """The run lock (metarl.runs.run_lock) and its private files: not part of a run's contents."""
+    return p.name == ".lock" or p.name.startswith(".lock.")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
