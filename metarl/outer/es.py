@@ -176,8 +176,9 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
 
     def generation(es_state, key):
         k_ask, k_fit, k_tell = jax.random.split(key, 3)
+        g = es_state.generation_counter  # this generation's index (tell advances it)
         population, es_state = es.ask(k_ask, es_state, es_params)
-        returns = fitness_fn(population, k_fit, es_state.generation_counter)
+        returns = fitness_fn(population, k_fit, g)
         aux = None
         if isinstance(returns, tuple):
             returns, aux = returns
