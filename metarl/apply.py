@@ -25,7 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metarl.runs.run_dir import ConfigError, check_run_dir, fail, prepare_run_dir, write_json_atomic
+import jax
+
+from metarl import envs
+from metarl.algorithms.epg import run as epg_run
+from metarl.algorithms.epg.algorithm import EPG
+from metarl.algorithms.epg.meta_test import EVALUATION, epg_meta_test
+from metarl.algorithms.metagenrl import run as metagenrl_run
+from metarl.algorithms.metagenrl.meta_test import meta_test_summary
+from metarl.objectives import registry
+from metarl.objectives.backward_lstm import BackwardLSTMObjective
+from metarl.runs.checkpoint import load_params
+from metarl.runs.meta_test_schema import write_meta_test
+from metarl.runs.run_dir import (ConfigError, check_run_dir, enable_compilation_cache, fail, prepare_run_dir,
+                                 write_json_atomic)
 
 # the saved objective each algorithm's run writes (metarl.runs.driver: objectives())
 OBJECTIVE_DIRS = {"epg": "best_loss", "metagenrl": "objective"}
@@ -68,20 +81,16 @@ def _settings(config: dict):
     except ImportError:
         raise ConfigError(f"unknown experiment {experiment!r} in config.json") from None
     if experiment == "metagenrl":
-        from metarl.algorithms.metagenrl import run as algo_run
 
-        return "metagenrl", algo_run.configure(algo_run.parser().parse_args(argv), module.PRESETS).algo
-    from metarl.algorithms.epg import run as algo_run
+        return "metagenrl", metagenrl_run.configure(metagenrl_run.parser().parse_args(argv), module.PRESETS).algo
 
-    args = algo_run.parser(module.ENV).parse_args(argv)
-    return "epg", algo_run.configure(args, module.PRESETS, module.ENV).algo
+    args = epg_run.parser(module.ENV).parse_args(argv)
+    return "epg", epg_run.configure(args, module.PRESETS, module.ENV).algo
 
 
 def load_objective(run_dir) -> SavedObjective:
     """The learned objective of the finished (or checkpointed-and-saved) run in ``run_dir``."""
-    import jax
 
-    from metarl.runs.checkpoint import load_params
 
     run_dir = Path(run_dir)
     config = _run_config(run_dir)
@@ -92,8 +101,6 @@ def load_objective(run_dir) -> SavedObjective:
         raise ConfigError(f"{str(run_dir)!r} has no saved objective ({path.name}/): the run has not "
                           "finished meta-training")
     if algorithm == "epg":
-        from metarl import envs
-        from metarl.objectives import registry
 
         cfg = s.cfg
         objective = registry.make(cfg.objective, cfg.lifetime, context_gradient=cfg.context_gradient)
@@ -108,7 +115,6 @@ def load_objective(run_dir) -> SavedObjective:
 
 
 def _metagenrl_objective(s):
-    from metarl.objectives.backward_lstm import BackwardLSTMObjective
 
     return s.cfg.objective() if s.outer == "metagrad" else BackwardLSTMObjective()
 
@@ -116,7 +122,6 @@ def _metagenrl_objective(s):
 def _metagenrl_initial(s, objective, seed: int):
     """alpha_0 as the run drew it (MetaTrainer.init for metagrad, MetaGenRLES.make_es for es);
     L_alpha's shapes do not depend on the body, so no env is built."""
-    import jax
 
     if s.outer == "metagrad":
         key = jax.random.split(jax.random.PRNGKey(seed), 2 + len(s.train_names))[0]
@@ -141,18 +146,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _check_env(name: str) -> None:
-    from metarl import envs
 
     if name not in envs.ENV_NAMES:
         raise ConfigError(f"unknown --env {name!r}; expected one of {', '.join(envs.ENV_NAMES)}")
 
 
 def _apply_epg(saved: SavedObjective, env_name: str, split: str, agents: int, seed: int):
-    import jax
 
-    from metarl import envs
-    from metarl.algorithms.epg.algorithm import EPG
-    from metarl.algorithms.epg.meta_test import EVALUATION, epg_meta_test
 
     s = saved.settings
     env = envs.make(env_name, episode_length=s.episode_length)
@@ -171,14 +171,12 @@ def _apply_epg(saved: SavedObjective, env_name: str, split: str, agents: int, se
 
 
 def _apply_metagenrl(saved: SavedObjective, env_name: str, split: str, agents: int, seed: int):
-    from metarl.algorithms.metagenrl import run as algo_run
-    from metarl.algorithms.metagenrl.meta_test import meta_test_summary
 
     s = saved.settings
-    results = algo_run.run_meta_test(s, [env_name], saved.params, saved.initial_params, saved.objective, seed,
+    results = metagenrl_run.run_meta_test(s, [env_name], saved.params, saved.initial_params, saved.objective, seed,
                                      split=split, agents=agents)
     seen = [env_name] if env_name in s.train_names else []
-    summary = meta_test_summary(results, s.train_names, [env_name], algo_run.meta_test_settings(s), s.methods)
+    summary = meta_test_summary(results, s.train_names, [env_name], metagenrl_run.meta_test_settings(s), s.methods)
     return results, dict(summary, split=split), seen
 
 
@@ -195,7 +193,6 @@ def main(argv=None) -> dict:
             raise ConfigError(f"--run-dir {str(out)!r} is the source run; expected a new directory")
         if args.agents is not None and args.agents <= 0:
             raise ConfigError(f"--agents must be a positive integer, got {args.agents}")
-        from metarl.runs.run_dir import enable_compilation_cache
 
         enable_compilation_cache()
         saved = load_objective(run)
@@ -206,7 +203,6 @@ def main(argv=None) -> dict:
         results, meta_test, seen = apply(saved, args.env, args.split, agents, args.seed)
     except ConfigError as e:
         fail(str(e))
-    from metarl.runs.meta_test_schema import write_meta_test
 
     prepare_run_dir(out, overwrite=args.overwrite)
     title = f"{saved.algorithm} objective of {run.name} on {args.env} ({args.split} split)"
@@ -221,9 +217,8 @@ def main(argv=None) -> dict:
 
 
 def algo_agents(saved: SavedObjective) -> int:
-    from metarl.algorithms.metagenrl import run as algo_run
 
-    return algo_run.meta_test_settings(saved.settings).num_seeds
+    return metagenrl_run.meta_test_settings(saved.settings).num_seeds
 
 
 if __name__ == "__main__":

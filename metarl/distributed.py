@@ -11,6 +11,8 @@ import os
 
 import jax
 import numpy as np
+from jax._src import distributed as jax_distributed  # the coordination client (see barrier)
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "pop"
@@ -38,8 +40,6 @@ def barrier(name: str, timeout_s: float = 1800) -> None:
     ``jax._src.distributed.global_state.client``."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as jax_distributed
-
     jax_distributed.global_state.client.wait_at_barrier(f"metarl:{name}", int(timeout_s * 1000))
 
 
@@ -49,8 +49,6 @@ def share_verdict(name: str, error: str | None, timeout_s: float = 1800) -> str 
     own error stands. Every process must call it. A no-op for one process."""
     if jax.process_count() == 1:
         return error
-    from jax._src import distributed as jax_distributed
-
     client = jax_distributed.global_state.client
     key = f"metarl:verdict:{name}"
     if is_writer():
@@ -105,8 +103,6 @@ def to_host(tree):
     """
     if jax.process_count() == 1:
         return jax.device_get(tree)
-    from jax.experimental import multihost_utils
-
     def get(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))

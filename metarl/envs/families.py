@@ -18,6 +18,7 @@ import contextlib
 import jax
 import jax.numpy as jnp
 import mujoco
+from brax import envs as brax_envs
 from brax.envs.base import State
 
 from metarl.envs.core import TaskFamily, check_split
@@ -29,8 +30,6 @@ def torso_x_velocity(prev, cur, dt: float) -> jax.Array:
 
 
 def brax_env(name: str, backend: str, **kwargs):
-    from brax import envs as brax_envs
-
     return brax_envs.get_environment(name, backend=backend, **kwargs)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 class RunCheckpointer:
@@ -95,8 +96,6 @@ class RunCheckpointer:
         step, state = self._restore_local(template) if self.is_writer else (None, None)
         if not self.multi:
             return step, state
-        from jax.experimental import multihost_utils
-
         found = multihost_utils.broadcast_one_to_all(np.int32(-1 if step is None else step))
         if int(found) < 0:
             return None, None

@@ -14,16 +14,27 @@ flag, finished runs left untouched), the exit-2 contract for bad input, config.j
 checkpoint cadence (orbax, every ``--checkpoint-every`` outer steps and the last), ``metrics.jsonl``
 numbered from 1, progress lines with an ETA, the saved objectives, ``meta_test.{json,csv,png}``
 (``metarl.runs.meta_test_schema``) and ``summary.json``, written last (its presence marks a finished run).
+
+jax, and the modules that import it, are imported inside the functions that use them: a multi-host
+run must call ``jax.distributed.initialize`` (``launch``) before anything imports jax.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
+
+from metarl.runs import run_lock
+from metarl.runs.meta_test_schema import write_meta_test
+from metarl.runs.metrics_log import MetricsLog
+from metarl.runs.preempt import Stop, exit_code
 
 from metarl.runs.run_dir import (PRESETS, RUN_FORMAT, ConfigError, check_run_dir, checked_population_mesh,
                          device_info, enable_compilation_cache, fail, finished_run, fmt_time,
@@ -230,7 +241,7 @@ def launch(experiment: str, argv, parse, configure, extendable: tuple[str, ...] 
     try:
         if args.resume:
             run_dir, args = resume_args(args, parse, experiment=experiment, argv=argv, extendable=extendable)
-        from metarl import distributed
+        from metarl import distributed  # the first import of jax: initialize comes before any other use
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         error = None
@@ -260,8 +271,6 @@ def _lock_run_dir(run_dir: Path, args):
     """Takes the run dir's lock after checking it (never removing or writing into a dir that a live
     run holds); a fresh start re-checks the dir once it holds the lock (a run that was in it has
     then ended). The others need --run-dir only to exist on process 0."""
-    from metarl.runs import run_lock
-
     check_run_dir(run_dir, overwrite=True)  # not a file
     run_lock.check_free(run_dir)
     if not args.resume:
@@ -284,8 +293,6 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
     argv = list(sys.argv[1:] if argv is None else argv)
     args, plan, run_dir, mesh, lock = launch(experiment, argv, parse, configure, extendable)
     release = lock.release if lock is not None else (lambda: None)
-    from metarl.runs.preempt import Stop
-
     stop = Stop(experiment, on_exit=release).install()
     try:
         extended_from = getattr(args, "extended_from", None)
@@ -303,10 +310,10 @@ def main(experiment: str, argv, parse, configure, build, extendable: tuple[str, 
 
 
 def _run(experiment, argv, args, plan, run_dir, mesh, build, stop, extended_from) -> dict:
-    import jax
+    import jax  # after jax.distributed.initialize (see the module docstring)
 
-    from metarl import distributed
-    from metarl.runs.checkpoint import RunCheckpointer
+    from metarl import distributed  # imports jax
+    from metarl.runs.checkpoint import RunCheckpointer  # imports jax
 
     enable_compilation_cache()
     writer = distributed.is_writer()
@@ -340,8 +347,6 @@ def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: boo
 def _restore(loop: Loop, ckpt, args, extended_from) -> dict:
     """The run state to start from: fresh, or the newest readable checkpoint (an extended run's
     checkpoints hold ``extended_from`` history rows; the rest stay NaN)."""
-    import numpy as np
-
     run = loop.state
     if not args.resume:
         return run
@@ -357,11 +362,9 @@ def _restore(loop: Loop, ckpt, args, extended_from) -> dict:
 
 def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_dir: Path, args,
                 writer: bool, t_start: float, stop=None) -> dict:
-    import jax
+    import jax  # after jax.distributed.initialize (see the module docstring)
 
-    from metarl.runs.checkpoint import save_params
-    from metarl.runs.meta_test_schema import write_meta_test
-    from metarl.runs.metrics_log import MetricsLog
+    from metarl.runs.checkpoint import save_params  # imports jax
 
     name = loop.name
     start = int(run[loop.counter])
@@ -411,10 +414,6 @@ def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_di
 def _stop_after(signum: int, done: int, saved: bool, loop: Loop, ckpt, log, run, run_dir: Path, writer: bool):
     """A signal asked the run to stop (every process agrees on ``done``): checkpoints outer step
     ``done`` unless just saved, says so in one line and exits 128 + signum."""
-    import signal
-
-    from metarl.runs.preempt import exit_code
-
     if not saved:
         ckpt.maybe_save(done, loop.to_host(run), force=True)
     log.close()

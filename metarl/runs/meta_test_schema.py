@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from metarl.runs.run_dir import write_json_atomic
 
@@ -106,12 +107,8 @@ def write_csv(path: Path, results: dict, seen: Sequence[str] = ()) -> None:
 def meta_test_figure(results: dict, title: str, seen: Sequence[str] = ()):
     """A matplotlib Figure, one panel per env: training methods as curves, references as labelled
     level lines at their final return."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(results), 4))  # no pyplot: no GUI backend, nothing to close
+    axes = fig.subplots(1, len(results), squeeze=False)
     for ax, (env, res) in zip(axes[0], results.items()):
         for m, r in res.items():
             _draw_method(ax, m, r)
@@ -139,6 +136,3 @@ def _draw_method(ax, m: str, r: dict) -> None:
 def write_png(path: Path, results: dict, title: str, seen: Sequence[str] = ()) -> None:
     fig = meta_test_figure(results, title, seen)
     fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)

@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tensorboardX import SummaryWriter
+
 
 def read_records(path: Path) -> list[dict]:
     """The records of a metrics.jsonl ([] when absent); lines that do not parse as a JSON object (a
@@ -53,8 +55,6 @@ class MetricsLog:
             f.write("".join(l + "\n" for l in kept))
         os.replace(tmp, path)
         self.f = open(path, "a")
-        from tensorboardX import SummaryWriter
-
         self.tb = SummaryWriter(str(Path(run_dir) / "tb"))
 
     def write(self, rec: dict) -> None:

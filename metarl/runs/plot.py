@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from metarl.runs import meta_test_schema as meta_test_io
 from metarl.runs.metrics_log import read_records
 from metarl.runs.run_dir import ConfigError, fail, read_json
@@ -40,13 +42,9 @@ def _num(v) -> float:
 
 
 def plot_meta_train(run_dir: Path, recs: list[dict]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x_key, series = meta_train_series(recs)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))  # no pyplot: no GUI backend, nothing to close
+    ax = fig.subplots()
     for label, (x, y) in series.items():
         held = label.startswith("held-out")
         ax.plot(x, y, ls="none" if held else "-", marker="o" if held or len(x) == 1 else None,
@@ -58,7 +56,6 @@ def plot_meta_train(run_dir: Path, recs: list[dict]) -> Path:
     fig.tight_layout()
     out = run_dir / "meta_train.png"
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return out
 
 

@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+import numpy as np
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 WHAT = {"setup": "compiling or restoring", "finish": "the meta-test"}
 
@@ -76,10 +78,9 @@ class Stop:
         """After each outer step: the signal to stop on, the same in every process (a multi-process
         run all-gathers the flags, so no process is left waiting in a collective), else None."""
         local = self.signum or 0
-        import jax
+        import jax  # here, not at the top: the driver imports this module before jax.distributed.initialize
 
         if jax.process_count() > 1:
-            import numpy as np
             from jax.experimental import multihost_utils
 
             local = int(np.max(multihost_utils.process_allgather(np.int32(local))))

@@ -8,15 +8,21 @@ meta-iterations for MetaGenRL, which also writes ``meta_iterations``), ``env_ste
 baselines' and the do-nothing floors' returns). ``metrics.jsonl`` has one record per outer step,
 numbered from 1 (the outer step just completed) under ``generation`` (EPG) or ``iteration``
 (MetaGenRL). ``config.json`` records ``run_format``; ``--resume`` refuses run dirs of another format.
+
+jax (and what imports it) is imported inside the functions that use it: the driver checks a launch
+here before a multi-host run calls ``jax.distributed.initialize``.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
+
+import numpy as np
 
 PRESETS = ("smoke", "cpu", "paper")
 # 2: metrics.jsonl numbered from 1 for every algorithm (format 1 numbered EPG generations from 0)
@@ -131,8 +137,6 @@ def checked_population_mesh(size: int, what: str):
 def prepare_run_dir(p: Path, overwrite: bool = False) -> Path:
     """Creates the run directory; with ``overwrite`` the old contents are removed first (all but
     the run's lock file, held by the caller)."""
-    import shutil
-
     if overwrite and p.is_dir():
         for c in p.iterdir():
             if _is_lock(c):
@@ -160,15 +164,10 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def _jsonable(x):
-    try:
-        import numpy as np
-
-        if isinstance(x, np.ndarray):
-            return x.tolist()
-        if isinstance(x, np.generic):
-            return x.item()
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
     if hasattr(x, "tolist"):
         return x.tolist()
     raise TypeError(f"not JSON serialisable: {type(x)}")

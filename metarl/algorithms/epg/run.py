@@ -2,11 +2,16 @@
 step with best-loss selection, and the meta-test on the family's test split.
 
 Used by ``python -m experiments.epg_<family>``: ``run("epg_point", "goal_point", PRESETS, argv)``.
+
+jax and the modules that import it are imported inside ``configure`` and ``build``: the driver parses
+and checks a launch before a multi-host run calls ``jax.distributed.initialize``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+
+import numpy as np
 
 from metarl.runs import driver as runner
 from metarl.runs.run_dir import ConfigError, resolve_preset
@@ -121,8 +126,6 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
 
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
     """The whole resumable state of a meta-training run (a pytree of arrays)."""
-    import numpy as np
-
     nan = lambda: np.full(generations, np.nan, np.float32)  # noqa: E731
     return {"es_state": es_state, "key": key, "generation": np.int32(0), "best_params": phi0,
             "best_score": np.float32(-np.inf),
@@ -138,7 +141,6 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
     runs every 50 epochs); with 0, the ES mean of the generation with the best mean fitness.
     """
     import jax
-    import numpy as np
 
     from metarl import envs
     from metarl.algorithms.epg.algorithm import EPG
