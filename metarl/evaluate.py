@@ -9,7 +9,7 @@ import numpy as np
 
 from metarl.baselines.ppo import PPOConfig
 from metarl.baselines.ppo import make_train as make_ppo_train
-from metarl.evaluate_policy import episode_return, zero_action_return
+from metarl.evaluation import episode_return, zero_action_return
 from metarl.meta_test_io import mean_curve, method_result
 
 

@@ -31,7 +31,7 @@ from brax.training.acme import running_statistics, specs
 from flax import struct
 
 from metarl.envs.core import TaskFamily
-from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.evaluation import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
