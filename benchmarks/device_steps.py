@@ -186,7 +186,7 @@ def step_epg_generation(rec: Record, args) -> int:
     rec.update(**device_fields(), env=EPG_ENV, env_backend=env.backend, preset=preset,
                population=population, tasks_per_member=tasks_per_member, lifetime_steps=lifetime_steps,
                eval_envs=eval_envs, episode_length=env.episode_length,
-               context_gradient=cfg.lifetime.context_gradient, env_steps_per_generation=steps)
+               context_gradient=cfg.context_gradient, env_steps_per_generation=steps)
     log(f"EPG {EPG_ENV} preset {preset}: population {population} x {tasks_per_member} tasks, "
         f"lifetime {lifetime_steps}, {steps:,} env steps per generation")
     epg = EPG(env, cfg)

@@ -4,7 +4,7 @@ For each environment, in one process: (a) raw env.step throughput of B = populat
 (one lax.scan of a vmap, random actions), (b) whole EPG generations (ask, P x T lifetimes with their
 learning updates and evaluation, tell) on the same B agents, in each requested mode of the learned
 loss's context gradient (``exact``: the paper's gradient through the buffer context, ``stop``:
-``LifetimeConfig(context_gradient=False)``, the context computed once per update and held constant).
+``EPGConfig(context_gradient=False)``, the context computed once per update and held constant).
 Then the same for the MetaGenRL population step: one meta-iteration (agents x steps_per_iteration
 env steps with the TD3 updates and the meta-gradient, ``MetaTrainer.iteration``) against raw
 env.step of the same number of envs. Compile times are reported separately. The modes are timed in
@@ -83,10 +83,9 @@ def raw_steps_per_s(env, B, steps, repeats):
 
 def compiled_generation(env, s, context_gradient: bool):
     """(compile s, compiled generation, initial ES state, env steps per generation)."""
-    life = LifetimeConfig(lifetime_steps=s["lifetime"], eval_envs=s["eval_envs"],
-                          context_gradient=context_gradient)
+    life = LifetimeConfig(lifetime_steps=s["lifetime"], eval_envs=s["eval_envs"])
     cfg = EPGConfig(life, ESConfig(population_size=s["population"], generations=100),
-                    tasks_per_member=s["tasks_per_member"])
+                    tasks_per_member=s["tasks_per_member"], context_gradient=context_gradient)
     epg = EPG(env, cfg)
     es, params, state, gen = epg.make_es(jax.random.PRNGKey(0))
     c_s, f = compile_jit(gen, state, jax.random.PRNGKey(1))

@@ -18,8 +18,8 @@ PRESETS = {
     # EPG agent's PPO term learns reacher (both at the zero-action level, benchmarks/RESULTS.md)
     "cpu": Preset(EPGConfig(LifetimeConfig(lifetime_steps=1600, eval_envs=4, gamma=0.9,
                                            init_log_std=-2.5, max_grad_norm=0.5),
-                            ESConfig(population_size=16, generations=120, ppo_anneal_fraction=0.0),
-                            tasks_per_member=2),
+                            ESConfig(population_size=16, generations=120),
+                            tasks_per_member=2, ppo_anneal_fraction=0.0),
                   test_agents=16),
     "paper": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=4),
                               ESConfig(population_size=64, generations=2000), tasks_per_member=4),

@@ -44,9 +44,9 @@ from metarl.outer.es import ESConfig
 __all__ = ["PRESETS", "main", "parser"]
 
 
-def _es(population_size: int, generations: int, **kw) -> ESConfig:
-    """The ``--outer es`` ES: no PPO term in MetaGenRL's objective, so nothing to anneal."""
-    return ESConfig(population_size=population_size, generations=generations, ppo_anneal_fraction=0.0, **kw)
+def _es(population_size: int, generations: int) -> ESConfig:
+    """The ``--outer es`` ES: each env's returns z-scored over the population, then averaged."""
+    return ESConfig(population_size=population_size, generations=generations, task_shaping="z_score")
 
 
 _SMOKE_TD3 = TD3Config(hidden=(32, 32), random_steps=200, replay_size=2_000, batch_size=8, polyak=0.99)

@@ -1,25 +1,29 @@
-"""Evolved Policy Gradients: the EPG loss, its inner loop and the ES outer loop, wired together.
+"""Evolved Policy Gradients: a learned objective, the on-policy agent's lifetime and the ES outer loop.
 
-``EPG(env, lifetime_cfg, es_cfg, tasks_per_member, common_random_numbers)`` builds
-- ``fitness_fn(population, key, ppo_factor) -> (population_size,)``: each member's loss trains
-  ``tasks_per_member`` fresh agents on train-split tasks (vmapped over members x tasks: one compiled
-  call per generation); fitness = mean evaluation return after the lifetime;
-- ``generation(es_state, key)``: one evosax ask/evaluate/tell step, jitted whole.
-The evolved loss is EPG's L_phi, or, with ``LifetimeConfig(objective="lstm")``, MetaGenRL's
-backward-LSTM objective L_alpha on the same on-policy learner (metarl.objectives.lstm_on_policy).
+``EPG(env, config)`` builds
+- ``fitness_fn(population, key, generation) -> ((population_size, tasks_per_member), aux)``: each
+  member's objective trains ``tasks_per_member`` fresh agents on train-split tasks (vmapped over
+  members x tasks: one compiled call per generation); a member's fitness on a task is its agent's
+  evaluation return after the lifetime (the ES configuration shapes and averages it over tasks);
+- ``make_es(key)``: the evosax strategy, its state at phi_0 and ``generation(es_state, key)``, one
+  ask/evaluate/tell step, jitted whole.
+The objective is ``config.objective``'s entry in ``metarl.objectives.registry`` (EPG's conv loss
+L_phi in the paper's pure form or the residual form, or MetaGenRL's L_alpha), or any
+``OnPolicyObjective`` given. The PPO share f of the pure form is EPG's schedule (``ppo_factor``),
+not the ES loop's.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 
 from metarl.distributed import check_population, shard_population
 from metarl.envs.core import TaskFamily
 from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
-from metarl.objectives.epg_loss import ConvObjective, EPGLoss
-from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
-from metarl.outer.es import ESConfig, make_generation, make_strategy
+from metarl.objectives import registry
+from metarl.outer.es import ESConfig, make_es
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,36 +32,48 @@ class EPGConfig:
     es: ESConfig = ESConfig()
     tasks_per_member: int = 2
     common_random_numbers: bool = True  # all members see the same tasks and agent seeds
+    # the learned objective (metarl.objectives.registry): "pure" (the paper's (1 - f) L_phi + f L_PPO),
+    # "residual" (L_PPO + L_phi, phi_0 = PPO) or "lstm" (MetaGenRL's L_alpha), or a registered one
+    objective: str = "pure"
+    # True: gradients flow through L_phi's buffer context (exact, the paper); False: the context is
+    # computed once per update and held constant (cheaper: policy forward/backward on B rows, not N)
+    context_gradient: bool = True
+    ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction of the generations
 
     def validate(self) -> "EPGConfig":
         self.lifetime.validate()
         self.es.validate()
         if self.tasks_per_member <= 0:
             raise ValueError(f"tasks_per_member must be a positive integer, got {self.tasks_per_member}")
+        registry.make(self.objective, self.lifetime, context_gradient=self.context_gradient)
         return self
 
 
+def ppo_factor(generation, anneal_fraction: float, span: int):
+    """f(g) = max(0, 1 - g / (anneal_fraction * G)): the PPO share of the pure form's inner loss."""
+    span = anneal_fraction * span
+    if span <= 0:
+        return jnp.float32(0.0)
+    return jnp.clip(1.0 - generation / span, 0.0, 1.0).astype(jnp.float32)
+
+
 class EPG:
-    def __init__(self, env: TaskFamily, config: EPGConfig,
-                 loss_module: EPGLoss | MetaGenRLObjective | None = None, mesh=None):
-        """``mesh``: an optional population mesh (metarl.distributed); members are split over it.
-        ``loss_module``: the evolved loss's network; default ``EPGLoss`` (output layer at zero when
-        the objective is residual), ``MetaGenRLObjective()`` when it is "lstm"."""
+    def __init__(self, env: TaskFamily, config: EPGConfig, objective=None, mesh=None):
+        """``objective``: an ``OnPolicyObjective`` (default: ``config.objective`` from the registry);
+        ``mesh``: an optional population mesh (metarl.distributed); members are split over it."""
         self.env, self.config = env, config.validate()
         self.mesh = mesh
         if mesh is not None:
             check_population(config.es.population_size, mesh)
-        residual = config.lifetime.objective == "residual"
-        self.lstm = config.lifetime.objective == "lstm"
-        self.loss_module = loss_module or (MetaGenRLObjective() if self.lstm
-                                           else EPGLoss(zero_output=residual))
+        self.objective = objective or registry.make(config.objective, config.lifetime,
+                                                    context_gradient=config.context_gradient)
         # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation)
-        # or the objective is residual (L_PPO + L_phi).
-        with_ppo = config.es.ppo_anneal_fraction > 0
-        self.lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=with_ppo)
-        # meta-test agents: f = 0 (the learned loss alone, or PPO + L_phi when residual), and the
-        # no-update baseline evaluated from the same initial agents
-        self.test_lifetime = make_lifetime(env, config.lifetime, self.loss_module, with_ppo=False,
+        # or the objective always mixes it in.
+        with_ppo = config.ppo_anneal_fraction > 0
+        self.lifetime = make_lifetime(env, config.lifetime, self.objective, with_ppo=with_ppo)
+        # meta-test agents: f = 0 (the learned objective alone, or with PPO where it always mixes
+        # it in), and the no-update baseline evaluated from the same initial agents
+        self.test_lifetime = make_lifetime(env, config.lifetime, self.objective, with_ppo=False,
                                            with_no_update_eval=True)
         self.tasks_per_member = config.tasks_per_member
         # one jitted train_agents shared by held-out evaluations and the meta-test (one compile):
@@ -65,14 +81,12 @@ class EPG:
         self.jit_train_agents = jax.jit(self.train_agents, static_argnames="meta_test")
 
     def init_loss(self, key):
-        """phi_0: the initial (random) loss parameters; the ES mean starts here. For "lstm",
-        MetaGenRL's initial alpha (its parameters do not depend on the body's sizes)."""
-        if self.lstm:
-            return init_objective(key, self.loss_module, self.env.action_size)
-        lc = self.config.lifetime
-        objective = ConvObjective(self.loss_module, lc.buffer_size, lc.minibatch_size)
-        return objective.init(key, self.env.observation_size, self.env.action_size)
+        """phi_0: the initial objective parameters; the ES mean starts here."""
+        return self.objective.init(key, self.env.observation_size, self.env.action_size)
 
+    def ppo_factor(self, generation):
+        """f at ``generation`` (the schedule spans ``es.schedule_span`` generations)."""
+        return ppo_factor(generation, self.config.ppo_anneal_fraction, self.config.es.schedule_span)
     def sample_tasks(self, key, n: int, split: str = "train"):
         """n tasks of the split, (n, ...) pytree."""
         return jax.vmap(lambda k: self.env.sample_task(k, split))(jax.random.split(key, n))
@@ -104,8 +118,9 @@ class EPG:
         axes = (0, None, None, None) if shared else (0, 0, 0, None)
         return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, ppo_factor)
 
-    def fitness_fn(self, population, key, ppo_factor):
-        """Mean evaluation return after a lifetime on train tasks, (population_size,)."""
+    def fitness_fn(self, population, key, generation):
+        """(evaluation returns after a lifetime on train tasks (population_size, tasks_per_member),
+        {'ppo_factor': f})."""
         population = shard_population(population, self.mesh)
         pop_size = jax.tree_util.tree_leaves(population)[0].shape[0]
         n = self.tasks_per_member
@@ -115,13 +130,10 @@ class EPG:
         else:
             tasks = jax.vmap(lambda k: self.sample_tasks(k, n))(jax.random.split(k_task, pop_size))
             keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(k_agent, pop_size))
-        return self.train_agents(population, tasks, keys, ppo_factor)["eval_return"].mean(axis=1)
+        f = self.ppo_factor(generation)
+        return self.train_agents(population, tasks, keys, f)["eval_return"], {"ppo_factor": f}
 
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at phi_0."""
         k_init, k_es = jax.random.split(key)
-        phi0 = self.init_loss(k_init)
-        es, params = make_strategy(self.config.es, phi0)
-        state = es.init(k_es, phi0, params)
-        gen = make_generation(es, params, self.fitness_fn, self.config.es)
-        return es, params, state, gen
+        return make_es(self.config.es, self.init_loss(k_init), self.fitness_fn, k_es)

@@ -8,6 +8,9 @@ sub-trajectories of T steps, ``{"obs": (n, T, obs_size), "action": (n, T, act_si
 one agent's (the outer loop ``jax.vmap``-s learners into populations). Every method is pure.
 ``runtime_checkable``: ``isinstance(x, Learner)`` checks that the members exist (not signatures).
 
+An ``OnPolicyObjective`` is a learned loss of the on-policy EPG agent together with how it is mixed
+with the agent's PPO term (EPG's pure and residual conv losses, MetaGenRL's L_alpha on that agent).
+
 Implementations: ``metarl.objectives.metagenrl.BackwardLSTMObjective`` (MetaGenRL's L_alpha) and
 ``metarl.objectives.epg_loss.ConvObjective`` (EPG's L_phi; its learner view is
 ``metarl.inner.epg_lifetime.GaussianActor``, whose ``pi`` gives the Gaussian's (mu, log_std));
@@ -41,6 +44,35 @@ class Objective(Protocol):
         ``obj_params`` alpha through phi' = phi - eta grad_phi L_alpha). It reads the policy through
         ``learner.pi``; an objective that reads values (MetaGenRL's V(s) = Q1(s, pi(s))) reads them
         through ``learner.q1(critic_params, ...)``: learners with a critic pass ``critic_params``."""
+        ...
+
+
+@runtime_checkable
+class OnPolicyObjective(Protocol):
+    """A learned loss of the on-policy (EPG) agent and how it is mixed with the agent's PPO term
+    (``metarl.objectives.on_policy``; implementations in ``metarl.objectives.registry``)."""
+
+    ppo_always: bool  # True: L_PPO + L at every update; False: (1 - f) L + f L_PPO
+    value_always: bool  # True: the value net is regressed at every update (the objective reads V)
+
+    def init(self, key: jax.Array, obs_size: int, act_size: int) -> Params:
+        """The initial parameters for a body with these observation / action sizes."""
+        ...
+
+    def weights(self, ppo_factor: jax.Array) -> tuple:
+        """(w_L, w_PPO) at PPO share f."""
+        ...
+
+    def prepare(self, obj_params: Params, policy_params: Params, batch: Any, actor: Any) -> Any:
+        """The objective's inputs for one update, fixed during it, from the update's
+        ``OnPolicyBatch`` (computed once per update, before the minibatch steps)."""
+        ...
+
+    def minibatch_loss(self, obj_params: Params, policy_params: Params, inputs: Any, idx: jax.Array,
+                       actor: Any) -> tuple:
+        """(L (), the policy's (mean, log_std) on the scored rows or None): the loss of the newest
+        rows at ``idx`` (B,), differentiable in ``policy_params``; ``actor.pi(params, s)`` gives the
+        policy's (mean, log_std)."""
         ...
 
 

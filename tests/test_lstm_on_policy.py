@@ -10,7 +10,7 @@ from brax.training.acme import running_statistics, specs
 from metarl import envs
 from metarl.inner.epg_lifetime import LifetimeConfig, make_lifetime
 from metarl.networks import GaussianPolicy
-from metarl.objectives.lstm_on_policy import lstm_inputs, make_lstm_policy_loss
+from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective, lstm_inputs, make_lstm_policy_loss
 from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
 from cli_checks import assert_refused
 
@@ -33,7 +33,7 @@ def test_loss_is_finite_and_reaches_the_policy_only_through_its_mean():
     pp = policy.init(jax.random.PRNGKey(1), inp.s[0])
     alpha = init_objective(jax.random.PRNGKey(2), module)
     idx = jnp.array([0, 4, 7, 13])
-    loss = make_lstm_policy_loss(policy, module)
+    loss = make_lstm_policy_loss(policy.apply, module)
     value, (mean, log_std) = loss(pp, alpha, inp, idx)
     assert np.isfinite(float(value)) and mean.shape == log_std.shape == (16, 2)
     g = jax.grad(lambda p: loss(p, alpha, inp, idx)[0])(pp)
@@ -74,12 +74,12 @@ def test_one_alpha_trains_agents_on_bodies_of_different_sizes():
     """The per-action-dimension branch: one alpha, goal_point (obs 2, act 2) and dir_hopper
     (obs 11, act 3); the meta-test program (f = 0, no PPO policy term) moves the policy."""
     alpha = init_objective(jax.random.PRNGKey(0))
-    cfg = LifetimeConfig(lifetime_steps=64, buffer_size=64, eval_envs=1, hidden=(16, 16), objective="lstm")
+    cfg = LifetimeConfig(lifetime_steps=64, buffer_size=64, eval_envs=1, hidden=(16, 16))
     sizes = set()
     for name in ("goal_point", "dir_hopper"):
         env = envs.make(name, episode_length=20)
         sizes.add((env.observation_size, env.action_size))
-        life = jax.jit(make_lifetime(env, cfg, with_ppo=False, with_no_update_eval=True))
+        life = jax.jit(make_lifetime(env, cfg, LSTMOnPolicyObjective(), with_ppo=False, with_no_update_eval=True))
         out = life(alpha, env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2))
         for k in ("eval_return", "eval_return_mean_action", "no_update_return"):
             assert np.isfinite(float(out[k])), (name, k)
@@ -94,20 +94,18 @@ def test_value_net_learns_at_f_zero():
 
     env = envs.make("goal_point")
     alpha = init_objective(jax.random.PRNGKey(0))
-    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=64, eval_envs=1, hidden=(16, 16), objective="lstm")
+    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=64, eval_envs=1, hidden=(16, 16))
     task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
-    curves = [np.asarray(jax.jit(make_lifetime(env, dataclasses.replace(cfg, value_coef=c), with_ppo=False))(
+    curves = [np.asarray(jax.jit(make_lifetime(env, dataclasses.replace(cfg, value_coef=c), LSTMOnPolicyObjective(), with_ppo=False))(
         alpha, task, key)["eval_return_mean_action"]) for c in (1.0, 0.0)]
     assert np.isfinite(curves).all() and curves[0] != curves[1]
 
 
-def test_lstm_needs_the_lstm_module_and_the_context_gradient():
-    env = envs.make("goal_point")
-    with pytest.raises(ValueError, match="needs a MetaGenRLObjective"):
-        from metarl.objectives.epg_loss import EPGLoss
-        make_lifetime(env, LifetimeConfig(objective="lstm"), EPGLoss())
+def test_lstm_has_no_buffer_context_to_hold():
+    from metarl.epg import EPGConfig
+
     with pytest.raises(ValueError, match="objective 'lstm' has no buffer context"):
-        LifetimeConfig(objective="lstm", context_gradient=False).validate()
+        EPGConfig(objective="lstm", context_gradient=False).validate()
 
 
 def _point_main(argv):

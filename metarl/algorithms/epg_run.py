@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 
 from metarl import runner
 from metarl.runs import ConfigError, resolve_preset
@@ -29,7 +28,7 @@ class Preset:
 
 
 def parser(env_name: str) -> argparse.ArgumentParser:
-    from metarl.inner.epg_lifetime import OBJECTIVES
+    from metarl.objectives import registry
 
     ap = runner.experiment_parser(f"EPG meta-training on {env_name}, then meta-test on its test split",
                                   outer_step="generations")
@@ -44,7 +43,7 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                     help="compute the learned loss's buffer context once per update and hold it "
                          "constant (stop-gradient; faster, an approximation of the paper's gradient)")
     ap.add_argument("--strategy", default=None, help="evosax strategy, e.g. Open_ES, SNES, PGPE")
-    ap.add_argument("--objective", default=None, metavar="{" + ",".join(OBJECTIVES) + "}",
+    ap.add_argument("--objective", default=None, metavar="{" + ",".join(registry.names()) + "}",
                     help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
                          "with L_phi's output layer starting at zero (ES starts from PPO); lstm: "
                          "(1 - f) L_alpha + f L_PPO, ES evolving MetaGenRL's backward-LSTM objective "
@@ -84,10 +83,6 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
     life = cfg.lifetime
     if args.lifetime_steps is not None:
         life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
-    if args.no_context_gradient:
-        life = dataclasses.replace(life, context_gradient=False)
-    if args.objective is not None:
-        life = dataclasses.replace(life, objective=args.objective)
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        schedule_generations=args.schedule_generations,
                                        strategy=args.strategy, l2_penalty=args.l2_penalty).items()
@@ -96,6 +91,8 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         overrides["antithetic"] = False
     es = dataclasses.replace(cfg.es, **overrides)
     cfg = dataclasses.replace(cfg, lifetime=life, es=es,
+                              objective=cfg.objective if args.objective is None else args.objective,
+                              context_gradient=cfg.context_gradient and not args.no_context_gradient,
                               tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
                                                 else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
@@ -145,6 +142,7 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
 
     from metarl import envs
     from metarl.epg import EPG
+    from metarl.es_step import es_generation_step
     from metarl.evaluate import EVALUATION, epg_compare_losses, epg_meta_test
     from metarl.outer.es import compile_generation
 
@@ -165,19 +163,11 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
     print(f"[{name}] compiled one generation in {compile_s:.1f}s", flush=True)
 
     def step(run, g):
-        k_next, k = jax.random.split(run["key"])
         mean_before = es.get_mean(run["es_state"])
-        t0 = time.time()
-        new_state, info = compiled(run["es_state"], k)
-        info = jax.device_get(info)
-        dt = time.time() - t0
-        mean_f = float(info["mean"])
-        run = dict(run, es_state=jax.device_get(new_state), key=jax.device_get(k_next),
-                   generation=np.int32(g + 1))
-        runner.record(run, g, fitness_mean=mean_f, fitness_max=float(info["max"]))
-        rec = {"generation": g + 1, "fitness_mean": mean_f, "fitness_max": float(info["max"]),
-               "fitness_min": float(info["min"]), "nonfinite": int(info["nonfinite"]),
-               "ppo_factor": float(info["ppo_factor"]), "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
+        run, info, rec, dt, steps_per_s = es_generation_step(compiled, run, g, steps_per_gen)
+        mean_f = rec["fitness_mean"]
+        runner.record(run, g, fitness_mean=mean_f, fitness_max=rec["fitness_max"])
+        rec.update(ppo_factor=float(info["fitness_aux"]["ppo_factor"]), gen_s=dt, env_steps_per_s=steps_per_s)
         if s.eval_every == 0:
             if np.isfinite(mean_f) and mean_f > float(run["best_score"]):
                 # sigma is small: the population's mean fitness scores the ES mean it was drawn around
@@ -209,7 +199,7 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         fm = run["fitness_mean"]
         tenth = max(1, G // 10)
         summary = {
-            "algorithm": "epg", "env": s.env_name, "objective": cfg.lifetime.objective,
+            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
             "env_steps": steps_per_gen * G,

@@ -10,7 +10,8 @@ policy updated by the member's L_alpha alone, no DDPG warm start: the harness ha
 live ``lifetime_steps`` env steps on train-split tasks; the env's score is the mean final return of
 their deployed (deterministic) policies. Each env's scores are standardised over the population
 (z-scores of the finite members, so that no body's return scale dominates; non-finite members stay
-NaN and are ranked last), and the fitness is their mean over envs. Common random numbers: every
+NaN and are ranked last: the ES configuration's ``task_shaping="z_score"``, with envs as its
+tasks), and the fitness is their mean over envs. Common random numbers: every
 member sees the same tasks and agent seeds. One generation is one jitted program, vmapped over
 members x agents per env. The raw per-env mean returns come back in ``info['fitness_aux']``.
 """
@@ -27,19 +28,19 @@ from metarl.envs.core import TaskFamily
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Config
 from metarl.objectives.metagenrl import BackwardLSTMObjective
-from metarl.outer.es import ESConfig, make_generation, make_strategy
+from metarl.outer.es import ESConfig, make_es
 from metarl.protocols import Objective
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaGenRLESConfig:
     td3: TD3Config = TD3Config()
-    es: ESConfig = ESConfig(ppo_anneal_fraction=0.0)  # no PPO term here: f is unused
+    # each env's returns z-scored over the population before the mean over envs
+    es: ESConfig = ESConfig(task_shaping="z_score")
     lifetime_steps: int = 10_000  # env steps of each fitness agent
     num_chunks: int = 1  # scan chunks of a lifetime (the training-return curve's resolution)
     agents_per_member: int = 1  # fresh agents per (member, env)
     eval_envs: int = 4  # episodes of the deployed policy that score an agent
-    standardise: bool = True  # z-score each env's returns over the population before averaging
 
     def validate(self) -> "MetaGenRLESConfig":
         self.td3.validate()
@@ -52,15 +53,6 @@ class MetaGenRLESConfig:
                              f"update per chunk (policy_delay {self.td3.policy_delay} x num_chunks "
                              f"{self.num_chunks})")
         return self
-
-
-def standardised_mean(returns: jax.Array) -> jax.Array:
-    """(P, E) -> (P,): per env z-scores over the finite members, then the mean over envs; a member
-    non-finite on any env gets NaN."""
-    finite = jnp.isfinite(returns)
-    r = jnp.where(finite, returns, jnp.nan)
-    z = (r - jnp.nanmean(r, axis=0)) / (jnp.nanstd(r, axis=0) + 1e-8)
-    return z.mean(axis=1)
 
 
 class MetaGenRLES:
@@ -104,16 +96,11 @@ class MetaGenRLES:
             out.append(per_member(population).mean(axis=1))
         return jnp.stack(out, axis=1)
 
-    def fitness_fn(self, population, key, ppo_factor=None):
-        """(fitness (P,), raw per-env returns (P, E)); ``ppo_factor`` is unused (no PPO term)."""
-        raw = self.env_returns(population, key)
-        fit = standardised_mean(raw) if self.config.standardise else raw.mean(axis=1)
-        return fit, raw
+    def fitness_fn(self, population, key, generation=None):
+        """Raw per-env returns (P, E); the ES configuration shapes them per env and averages."""
+        return self.env_returns(population, key)
 
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at alpha_0."""
         k_init, k_es = jax.random.split(key)
-        alpha0 = self.init_objective(k_init)
-        es, params = make_strategy(self.config.es, alpha0)
-        state = es.init(k_es, alpha0, params)
-        return es, params, state, make_generation(es, params, self.fitness_fn, self.config.es)
+        return make_es(self.config.es, self.init_objective(k_init), self.fitness_fn, k_es)

@@ -246,6 +246,7 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
 
     from metarl import envs
     from metarl.algorithms.metagenrl_es import MetaGenRLES
+    from metarl.es_step import es_generation_step
     from metarl.outer.es import compile_generation
 
     cfg, names = s.cfg, s.train_names
@@ -263,21 +264,14 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
     fin = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
 
     def step(run, g):
-        k_next, k = jax.random.split(run["key"])
-        t = time.time()
-        new_state, info = compiled(run["es_state"], k)
-        info = jax.device_get(info)
-        dt = time.time() - t
-        raw = np.asarray(info["fitness_aux"])  # (population, envs) mean final returns
+        run, info, rec, dt, steps_per_s = es_generation_step(compiled, run, g, steps_per_gen, finite_or_none=True)
+        raw = np.asarray(info["task_returns"])  # (population, envs) mean final returns
         env_mean = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan for c in raw.T])
-        run = dict(run, es_state=jax.device_get(new_state), key=jax.device_get(k_next), generation=np.int32(g + 1))
         runner.record(run, g, fitness_mean=info["mean"], fitness_max=info["max"], returns=env_mean, gen_s=dt)
-        rec = {"generation": g + 1, "fitness_mean": fin(info["mean"]), "fitness_max": fin(info["max"]),
-               "fitness_min": fin(info["min"]), "nonfinite": int(info["nonfinite"]),
-               "return": dict(zip(names, [fin(x) for x in env_mean])),
-               "return_max": dict(zip(names, [fin(np.nanmax(c)) if np.isfinite(c).any() else None
-                                              for c in raw.T])),
-               "gen_s": dt, "env_steps_per_s": steps_per_gen / dt}
+        rec.update({"return": dict(zip(names, [fin(x) for x in env_mean])),
+                    "return_max": dict(zip(names, [fin(np.nanmax(c)) if np.isfinite(c).any() else None
+                                                   for c in raw.T])),
+                    "gen_s": dt, "env_steps_per_s": steps_per_s})
         progress = (f"gen {g + 1}/{G} fitness mean {float(info['mean']):.3f} max {float(info['max']):.3f} "
                     f"nonfinite={int(info['nonfinite'])} member return "
                     + " ".join(f"{n}={r:.2f}" for n, r in zip(names, env_mean))
@@ -295,7 +289,8 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
             "outer": "es", "generations": G, "population_size": pop, "agents_per_member": A,
             "lifetime_steps": cfg.lifetime_steps, "env_steps": G * steps_per_gen,
             "fitness": "mean over meta-training envs of each env's final deployed-policy return, "
-                       + ("z-scored over the population per env" if cfg.standardise else "raw"),
+                       + {"z_score": "z-scored over the population per env", "none": "raw",
+                          "centered_rank": "centred ranks over the population per env"}[cfg.es.task_shaping],
             "config": {"es": dataclasses.asdict(cfg), "test": dataclasses.asdict(s.preset.test)}},
             title=f"MetaGenRL objective evolved by ES (meta-trained on {', '.join(names)})")
 

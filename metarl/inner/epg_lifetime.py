@@ -1,23 +1,16 @@
-"""One EPG agent lifetime as a pure function (the inner loop of Evolved Policy Gradients).
+"""The on-policy EPG agent and its lifetime as pure functions (the inner loop of Evolved Policy Gradients).
 
-``lifetime = make_lifetime(env, config)`` (an ``OnPolicyLearner``: ``init``, ``update``, ``evaluate``);
-``lifetime(loss_params, task, key, ppo_factor)`` acts for
-M steps, updates the policy by Adam on (1 - f) L_phi + f L_PPO over the newest M rows in minibatches,
-repeats for the whole lifetime (one ``lax.scan``), then evaluates the final policy. It vmaps over
-loss parameters (ES members) and tasks, so one compiled call runs a whole ES generation.
+``learner = make_lifetime(env, config, objective)`` is an ``OnPolicyLearner`` (``init``, ``update``,
+``evaluate``); ``learner(obj_params, task, key, ppo_factor)`` acts for M steps, updates the policy by
+Adam over the newest M rows in minibatches on the objective mixed with the agent's PPO term (as the
+objective's ``weights(f)`` say: ``metarl.objectives.on_policy``), repeats for the whole lifetime
+(one ``lax.scan``), then evaluates the final policy. It vmaps over objective parameters (ES members)
+and tasks, so one compiled call runs a whole ES generation.
 
-``LifetimeConfig.objective`` picks the learned loss and how it is mixed with PPO: "pure" and
-"residual" use EPG's temporal-conv loss L_phi (``EPGLoss``); "lstm" uses MetaGenRL's backward-LSTM
-objective L_alpha (``MetaGenRLObjective``, via ``metarl.objectives.lstm_on_policy``) in the pure form
-(1 - f) L_alpha + f L_PPO, and trains the value net (L_alpha's V inputs) on the PPO term's GAE
-targets at every update, whatever f is.
-
-``LifetimeConfig.context_gradient`` picks how L_phi's buffer context c (``EPGLoss.context``) enters
-the policy gradient. True (the paper's loss, exact): every minibatch step recomputes c from pi(s) of
-the current policy on all N buffer rows and differentiates through it, so each step runs the policy
-forward and backward on N rows. False (an approximation): c is computed once per update from the
-policy at the update's start, held constant (stop-gradient), and each minibatch step runs the policy
-and the loss head on its B rows only. The first minibatch's loss value is the same in both modes.
+The objective is any ``metarl.protocols.OnPolicyObjective``: EPG's temporal-conv loss L_phi in the
+paper's pure form or the residual form (``metarl.objectives.epg_conv``), MetaGenRL's backward-LSTM
+L_alpha (``metarl.objectives.lstm_on_policy``), or a user's (``metarl.objectives.registry``). This
+module compares no objective names: what differs between objectives is asked of the object.
 """
 from __future__ import annotations
 
@@ -35,13 +28,8 @@ from metarl.evaluation import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)
-from metarl.objectives.epg_loss import ConvObjective, EPGLoss
-from metarl.objectives.lstm_on_policy import lstm_inputs, make_lstm_policy_loss
-from metarl.objectives.metagenrl import MetaGenRLObjective
+from metarl.objectives.on_policy import OnPolicyBatch, loss_inputs
 from metarl.objectives.ppo import gae, ppo_policy_loss
-
-
-OBJECTIVES = ("pure", "residual", "lstm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +54,7 @@ class LifetimeConfig:
     deterministic_eval: bool = False
     kl_coef: float = 1e-3  # PPO term: KL(old || new) weight (openai/EPG)
     value_coef: float = 1.0  # PPO term: value-loss weight inside the f-weighted total
-    # "pure": (1 - f) L_phi + f L_PPO, the paper's loss. "residual": L_PPO + L_phi at every
-    # step (f unused), so ES starts from PPO and searches for a correction to it; with the loss's
-    # output layer at zero (EPGLoss(zero_output=True)) the initial loss is PPO exactly. "lstm":
-    # (1 - f) L_alpha + f L_PPO with MetaGenRL's objective L_alpha on the newest M rows (one
-    # sequence), the value net trained on GAE targets at every update (metarl.objectives.lstm_on_policy)
-    objective: str = "pure"
     obs_std_min: float = 0.1  # running normaliser floor for s and a (openai/EPG's running normaliser)
-    # True: gradients flow through L_phi's buffer context (exact); False: the context is computed
-    # once per update and held constant (cheaper: policy forward/backward on B rows, not N)
-    context_gradient: bool = True
 
     @property
     def num_updates(self) -> int:
@@ -91,11 +70,6 @@ class LifetimeConfig:
         if self.update_period % self.minibatch_size:
             raise ValueError(f"update_period={self.update_period} must be a multiple of "
                              f"minibatch_size={self.minibatch_size}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {', '.join(OBJECTIVES)}")
-        if self.objective == "lstm" and not self.context_gradient:
-            raise ValueError("context_gradient=False (--no-context-gradient) applies to EPG's conv loss "
-                             "only; objective 'lstm' has no buffer context")
         if self.buffer_size < self.update_period:
             raise ValueError(f"buffer_size={self.buffer_size} must be >= update_period="
                              f"{self.update_period}")
@@ -143,92 +117,16 @@ class GaussianActor:
         return self.policy.apply(policy_params, obs)
 
 
-@struct.dataclass
-class LossInputs:
-    """The policy-independent part of L_phi's input rows; fixed during one update."""
-
-    s: jax.Array  # (N, obs_dim) normalised observations (the policy's input)
-    data: jax.Array  # (N, obs_dim + act_dim + 2) rows' data: normalised s and a, r, d
-    valid: jax.Array  # (N,) 1 for real rows, 0 for front padding
-
-
-def loss_inputs(buf: Buffer, obs_stats, act_stats) -> LossInputs:
-    """Normalises a buffer once (the statistics do not change within an update)."""
-    s = running_statistics.normalize(buf.obs, obs_stats)
-    data = jnp.concatenate([s, running_statistics.normalize(buf.action, act_stats),
-                            buf.reward[:, None], buf.done[:, None]], axis=-1)
-    return LossInputs(s=s, data=data, valid=buf.valid)
-
-
-def make_epg_loss_parts(policy: GaussianPolicy, loss_module: EPGLoss):
-    """The two ways of evaluating L_phi on a minibatch, as pure functions of the policy parameters.
-
-    Rows hold data (normalised s and a, r, d) and the policy's outputs pi_mu(s), pi_logstd(s); the
-    policy parameters enter only through those outputs. With inp a ``LossInputs`` over N rows and
-    head_idx (B,) the scored rows:
-
-    - ``exact(pp, lp, inp, head_idx) -> (loss, (mean_b, log_std_b))``: the policy on all N rows,
-      context and head differentiable;
-    - ``context(pp, lp, inp) -> (context_size,)``: the buffer context c (no stop-gradient applied);
-    - ``head(pp, lp, inp, head_idx, c) -> (loss, (mean_b, log_std_b))``: the policy on the B rows
-      only, scored against a given c.
-
-    (mean_b, log_std_b) (B, act_dim) are the policy's outputs on the scored rows (reused by PPO).
-    """
-
-    def rows_of(pp, s, data):
-        mean, log_std = policy.apply(pp, s)
-        return jnp.concatenate([data, mean, log_std], axis=-1), (mean, log_std)
-
-    def exact(pp, lp, inp, head_idx):
-        rows, (mean, log_std) = rows_of(pp, inp.s, inp.data)
-        return loss_module.apply(lp, rows, inp.valid, head_idx), (mean[head_idx], log_std[head_idx])
-
-    def context(pp, lp, inp):
-        rows, _ = rows_of(pp, inp.s, inp.data)
-        return loss_module.apply(lp, rows, inp.valid, method=EPGLoss.context)
-
-    def head(pp, lp, inp, head_idx, c):
-        rows_b, outs_b = rows_of(pp, inp.s[head_idx], inp.data[head_idx])
-        return loss_module.apply(lp, rows_b, c, inp.valid[head_idx], method=EPGLoss.head), outs_b
-
-    return exact, context, head
-
-
-def make_epg_policy_loss(policy: GaussianPolicy, loss_module: EPGLoss, context_gradient: bool = True):
-    """Returns L(policy_params, loss_params, buffer, obs_stats, act_stats, head_idx) -> ().
-
-    Rows hold data (normalised s and a, r, d) and the policy's outputs pi_mu(s), pi_logstd(s); the
-    policy parameters enter only through those outputs. ``context_gradient=False``: the same value,
-    but the buffer context is computed under stop-gradient (its gradient is the head's alone), as in
-    a lifetime's first minibatch step with ``LifetimeConfig(context_gradient=False)``.
-    """
-    exact, context, head = make_epg_loss_parts(policy, loss_module)
-
-    def loss(policy_params, loss_params, buf, obs_stats, act_stats, head_idx):
-        inp = loss_inputs(buf, obs_stats, act_stats)
-        if context_gradient:
-            return exact(policy_params, loss_params, inp, head_idx)[0]
-        c = jax.lax.stop_gradient(context(policy_params, loss_params, inp))
-        return head(policy_params, loss_params, inp, head_idx, c)[0]
-
-    return loss
-
-
-def make_lifetime(env: TaskFamily, config: LifetimeConfig,
-                  loss_module: EPGLoss | MetaGenRLObjective | None = None,
+def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
                   with_ppo: bool = True, with_no_update_eval: bool = False):
-    """Returns the ``OnPolicyLearner``; calling it runs ``lifetime(loss_params, task, key, ppo_factor)
+    """Returns the ``OnPolicyLearner``; calling it runs ``lifetime(obj_params, task, key, ppo_factor)
     -> metrics``.
 
-    ``loss_module``: an ``EPGLoss`` (objectives "pure" and "residual"; default ``EPGLoss()``) or a
-    ``MetaGenRLObjective`` (objective "lstm"; default ``MetaGenRLObjective()``); loss_params are its
-    parameters.
+    ``objective``: a ``metarl.protocols.OnPolicyObjective``; obj_params are its parameters.
 
-    ``with_ppo=False`` builds the program without the PPO term and value net (ppo_factor is then
-    ignored; used when f is always 0, e.g. at meta-test): a smaller program that compiles faster.
-    With objective "lstm" the value net and its GAE regression stay (L_alpha reads V); only the PPO
-    policy term goes.
+    ``with_ppo=False`` builds the program without the PPO policy term (ppo_factor is then ignored;
+    used when f is always 0, e.g. at meta-test): a smaller program that compiles faster. An
+    objective with ``ppo_always`` keeps it; one with ``value_always`` keeps the value regression.
 
     ``with_no_update_eval``: also evaluate the agent before its first update (the no-update
     baseline: same initialisation, same evaluation starts and noise).
@@ -239,13 +137,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
     'final_log_std' (), and 'no_update_return'(_mean_action) () where asked for.
     """
     cfg = config.validate()
-    residual = cfg.objective == "residual"
-    lstm = cfg.objective == "lstm"
-    with_ppo = with_ppo or residual
-    loss_module = loss_module or (MetaGenRLObjective() if lstm else EPGLoss())
-    if isinstance(loss_module, MetaGenRLObjective) != lstm:
-        raise ValueError(f"objective {cfg.objective!r} needs "
-                         f"{'a MetaGenRLObjective' if lstm else 'an EPGLoss'}, got {type(loss_module).__name__}")
+    with_ppo = with_ppo or objective.ppo_always
     policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
     value = ValueNet(cfg.hidden)
     def optimiser():
@@ -262,11 +154,6 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
         return running_statistics.normalize(x, stats)
 
     actor = GaussianActor(policy)
-    if lstm:
-        lstm_loss = make_lstm_policy_loss(policy, loss_module)
-    else:
-        objective = ConvObjective(loss_module, N, B)
-        _, epg_context, epg_head = make_epg_loss_parts(policy, loss_module)
 
     def rollout_step(carry, key):
         agent, = carry
@@ -279,7 +166,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                   completed=nxt.completed_return, next_obs=nxt.final_obs)
         return (agent.replace(env_state=nxt),), tr
 
-    def update(agent, key, loss_params, ppo_factor):
+    def update(agent, key, obj_params, ppo_factor):
         k_roll, k_perm = jax.random.split(key)
         (agent,), tr = jax.lax.scan(rollout_step, (agent,), jax.random.split(k_roll, M))
         obs_stats = running_statistics.update(agent.obs_stats, tr["obs"], std_min_value=cfg.obs_std_min)
@@ -290,18 +177,18 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                      valid=shift(agent.buffer.valid, jnp.ones(M)))
 
         # The statistics are fixed during the update: normalise the buffer once.
-        inp = loss_inputs(buf, obs_stats, act_stats)
-        if not cfg.context_gradient:  # one context per update, from the policy before the update
-            ctx = jax.lax.stop_gradient(epg_context(agent.policy, loss_params, inp))
-
-        # PPO term over the newest M rows, as openai/EPG: clipped surrogate + kl_coef KL(old || new)
-        # + value loss, all inside the f-weighted total, advantages normalised over the M rows.
-        # Only evaluated while f > 0 (f is shared by the batch, so the cond stays a real branch
-        # under vmap), and always in the residual form; with "lstm" the value targets (and the value
-        # net's update) are computed at every update, the policy's PPO term only while f > 0.
+        inp = loss_inputs(buf.obs, buf.action, buf.reward, buf.done, buf.valid, obs_stats, act_stats)
         s_new = inp.s[N - M:]  # = the normalised tr["obs"]
         s_next = norm(tr["next_obs"], obs_stats)  # s_{t+1} before any auto-reset (time limits)
+        batch = OnPolicyBatch(buffer=inp, s=s_new, action=tr["action"], reward=tr["reward"], done=tr["done"],
+                              value=value.apply(agent.value, s_new), next_value=value.apply(agent.value, s_next),
+                              act_stats=act_stats)
+        obj_inputs = objective.prepare(obj_params, agent.policy, batch, actor)
 
+        # PPO term over the newest M rows, as openai/EPG: clipped surrogate + kl_coef KL(old || new)
+        # (+ the value loss, inside the f-weighted total unless the objective trains V always),
+        # advantages normalised over the M rows. Only evaluated while f > 0 (f is shared by the
+        # batch, so the cond stays a real branch under vmap), and always where ``ppo_always``.
         def ppo_targets(vp):
             v = value.apply(vp, s_new)
             nv = value.apply(vp, s_next)
@@ -309,45 +196,41 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
             old_mean, old_log_std = policy.apply(agent.policy, s_new)
             return (adv - adv.mean()) / (adv.std() + 1e-8), target, old_mean, old_log_std
 
-        use_ppo = True if residual else ((ppo_factor > 0) if with_ppo else False)
-        w_epg, w_ppo = (1.0, 1.0) if residual else (1.0 - ppo_factor, ppo_factor)
+        use_ppo = True if objective.ppo_always else ((ppo_factor > 0) if with_ppo else False)
+        w_obj, w_ppo = objective.weights(ppo_factor)
+        value_always = objective.value_always
         zeros_a = jnp.zeros((M, env.action_size))
-        if lstm:  # GAE targets at every update: the value net learns whatever f is (L_alpha reads V)
+        if value_always:  # GAE targets at every update: the value net learns whatever f is
             adv, target, old_mean, old_log_std = ppo_targets(agent.value)
-            obj_inp = lstm_inputs(s_new, tr["action"], tr["reward"], value.apply(agent.value, s_new),
-                                  value.apply(agent.value, s_next), tr["done"], act_stats)
         else:
             adv, target, old_mean, old_log_std = _cond(
                 use_ppo, ppo_targets, lambda vp: (jnp.zeros(M), jnp.zeros(M), zeros_a, zeros_a), agent.value)
         perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
 
+        def v_loss(vp, idx):
+            return jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
+
         def sgd(carry, idx):
+            """One minibatch step of w_L L + w_PPO L_PPO (+ the value loss) on the B rows at idx."""
             pp, vp, po, vo = carry
 
             def total_loss(params):
                 pp, vp = params
-                if cfg.context_gradient:  # the loss through the Objective interface
-                    l_epg, outs_b = objective.policy_loss(loss_params, pp, {
-                        "s": inp.s, "data": inp.data, "valid": inp.valid, "head_idx": N - M + idx}, actor), None
-                else:  # the fast path: the context computed once per update, the head per minibatch
-                    l_epg, outs_b = epg_head(pp, loss_params, inp, N - M + idx, ctx)
+                l_obj, outs_b = objective.minibatch_loss(obj_params, pp, obj_inputs, idx, actor)
 
                 def l_ppo(args):
                     pp, vp, outs_b = args
-                    if cfg.context_gradient:
-                        # a separate B-row forward: sharing the N-row one's outputs would be the
-                        # same maths but not the same floats, and this mode reproduces earlier runs
-                        mean, log_std = policy.apply(pp, s_new[idx])
-                    else:  # the head's outputs on the minibatch rows, shared
-                        mean, log_std = outs_b
+                    # the objective's outputs on the rows where it has them; else a B-row forward
+                    mean, log_std = policy.apply(pp, s_new[idx]) if outs_b is None else outs_b
                     surrogate = ppo_policy_loss(mean, log_std, tr["action"][idx], tr["log_prob"][idx],
                                                 adv[idx], cfg.clip_eps, normalize_advantages=False)
                     kl = gaussian_kl(old_mean[idx], old_log_std[idx], mean, log_std).mean()
-                    v_loss = jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
-                    return surrogate + cfg.kl_coef * kl + cfg.value_coef * v_loss
+                    loss = surrogate + cfg.kl_coef * kl
+                    return loss if value_always else loss + cfg.value_coef * v_loss(vp, idx)
 
                 lp = _cond(use_ppo, l_ppo, lambda _: 0.0, (pp, vp, outs_b))
-                return w_epg * l_epg + w_ppo * lp
+                total = w_obj * l_obj + w_ppo * lp
+                return total + cfg.value_coef * v_loss(vp, idx) if value_always else total
 
             g_pi, g_v = jax.grad(total_loss)((pp, vp))
             upd, po = pi_opt.update(g_pi, po, pp)
@@ -358,36 +241,11 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig,
                 u, vo = v_opt.update(g_v, vo, vp)
                 return optax.apply_updates(vp, u), vo
 
-            vp, vo = _cond(use_ppo, v_step, lambda a: a, (vp, vo))
+            vp, vo = v_step((vp, vo)) if value_always else _cond(use_ppo, v_step, lambda a: a, (vp, vo))
             return (pp, vp, po, vo), None
 
-        def sgd_lstm(carry, idx):
-            """One minibatch step of (1 - f) L_alpha + f (PPO surrogate + KL) + value loss: the
-            backward LSTM and the policy run over all M rows, the B rows at idx are scored."""
-            pp, vp, po, vo = carry
-
-            def total_loss(params):
-                pp, vp = params
-                l_obj, (mean, log_std) = lstm_loss(pp, loss_params, obj_inp, idx)
-
-                def l_ppo(outs_b):
-                    mean_b, log_std_b = outs_b
-                    surrogate = ppo_policy_loss(mean_b, log_std_b, tr["action"][idx], tr["log_prob"][idx],
-                                                adv[idx], cfg.clip_eps, normalize_advantages=False)
-                    kl = gaussian_kl(old_mean[idx], old_log_std[idx], mean_b, log_std_b).mean()
-                    return surrogate + cfg.kl_coef * kl
-
-                lp = _cond(use_ppo, l_ppo, lambda _: 0.0, (mean[idx], log_std[idx]))
-                v_loss = jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
-                return w_epg * l_obj + w_ppo * lp + cfg.value_coef * v_loss
-
-            g_pi, g_v = jax.grad(total_loss)((pp, vp))
-            upd, po = pi_opt.update(g_pi, po, pp)
-            u, vo = v_opt.update(g_v, vo, vp)
-            return (optax.apply_updates(pp, upd), optax.apply_updates(vp, u), po, vo), None
-
         (pp, vp, po, vo), _ = jax.lax.scan(
-            sgd_lstm if lstm else sgd, (agent.policy, agent.value, agent.policy_opt, agent.value_opt), perm)
+            sgd, (agent.policy, agent.value, agent.policy_opt, agent.value_opt), perm)
         n_done = tr["done"].sum()
         curve = jnp.where(n_done > 0, tr["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
         agent = agent.replace(policy=pp, value=vp, policy_opt=po, value_opt=vo, obs_stats=obs_stats,

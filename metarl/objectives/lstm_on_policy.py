@@ -1,6 +1,6 @@
 """MetaGenRL's objective L_alpha on EPG's on-policy learner: a new combination of the two methods.
 
-``LifetimeConfig(objective="lstm")`` trains EPG's agent (Gaussian policy, value net, Adam on
+``LSTMOnPolicyObjective`` (``--objective lstm``) trains EPG's agent (Gaussian policy, value net, Adam on
 minibatches of the newest M rows, ``metarl.inner.epg_lifetime``) with MetaGenRL's backward-LSTM
 objective (``metarl.objectives.metagenrl.MetaGenRLObjective``, used unchanged) in place of EPG's
 temporal-convolution loss, and ES (``metarl.epg``) evolves alpha on the lifetime return. The
@@ -43,13 +43,16 @@ How this differs from MetaGenRL's own (off-policy) use (``metarl.outer.metagrad`
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 from brax.training.acme import running_statistics
 from flax import struct
 
-from metarl.networks import GaussianPolicy
-from metarl.objectives.metagenrl import MetaGenRLObjective
+from metarl.objectives.metagenrl import MetaGenRLObjective, init_objective
+from metarl.objectives.on_policy import PPOMixing
 
 
 @struct.dataclass
@@ -75,17 +78,17 @@ def lstm_inputs(s, action, reward, value, next_value, done, act_stats) -> LSTMIn
                       mask=jnp.ones_like(reward), act_stats=act_stats)
 
 
-def make_lstm_policy_loss(policy: GaussianPolicy, module: MetaGenRLObjective):
+def make_lstm_policy_loss(pi, module: MetaGenRLObjective):
     """Returns ``loss(policy_params, alpha, inp, idx) -> (L_alpha, (mean, log_std))``.
 
-    inp: ``LSTMInputs`` over T rows; idx: (B,) indices of the scored rows. The policy runs on all T
+    ``pi(policy_params, s) -> (mean, log_std)``. inp: ``LSTMInputs`` over T rows; idx: (B,) indices of the scored rows. The policy runs on all T
     rows, ``module.per_step`` over the sequence (batch of 1), and L_alpha () is the masked mean of
     the per-step output (T,) at idx. (mean, log_std) (T, act_dim) are the policy's outputs on all T
     rows (reused by the PPO term). The policy parameters enter through pi(s) = mean only.
     """
 
     def loss(policy_params, alpha, inp: LSTMInputs, idx):
-        mean, log_std = policy.apply(policy_params, inp.s)
+        mean, log_std = pi(policy_params, inp.s)
         pi_a = running_statistics.normalize(mean, inp.act_stats)
         one = lambda x: x[None]  # (T, ...) -> (1, T, ...)
         per = module.apply(alpha, one(inp.action), one(pi_a), one(inp.reward), one(inp.value),
@@ -95,3 +98,26 @@ def make_lstm_policy_loss(policy: GaussianPolicy, module: MetaGenRLObjective):
         return (per[idx] * m).sum() / jnp.maximum(m.sum(), 1.0), (mean, log_std)
 
     return loss
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTMOnPolicyObjective(PPOMixing):
+    """MetaGenRL's L_alpha as an on-policy objective: (1 - f) L_alpha + f L_PPO, the value net
+    regressed at every update (L_alpha reads V). One alpha fits every body."""
+
+    module: MetaGenRLObjective = dataclasses.field(default_factory=MetaGenRLObjective)
+    ppo_always: ClassVar[bool] = False
+    value_always: ClassVar[bool] = True
+
+    def init(self, key, obs_size: int, act_size: int):
+        """alpha_0 (its shapes do not depend on the body's sizes)."""
+        return init_objective(key, self.module, act_size)
+
+    def prepare(self, alpha, policy_params, batch, actor) -> LSTMInputs:
+        return lstm_inputs(batch.s, batch.action, batch.reward, batch.value, batch.next_value, batch.done,
+                           batch.act_stats)
+
+    def minibatch_loss(self, alpha, policy_params, inp: LSTMInputs, idx, actor):
+        """(L_alpha of the rows at idx (B,), the policy's (mean, log_std) on them)."""
+        loss, (mean, log_std) = make_lstm_policy_loss(actor.pi, self.module)(policy_params, alpha, inp, idx)
+        return loss, (mean[idx], log_std[idx])

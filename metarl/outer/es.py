@@ -1,8 +1,13 @@
 """Evolution-strategies outer loop on evosax (0.3 API).
 
 The outer loop is agnostic of what it evolves: it needs ``solution`` (a parameter pytree, e.g. the
-EPG loss phi) and ``fitness_fn(population, key, ppo_factor) -> returns (population_size,)`` (higher
-is better), or ``-> (returns, aux)`` with any pytree ``aux`` passed through to ``info['fitness_aux']``.
+EPG loss phi) and ``fitness_fn(population, key, generation) -> returns`` (higher is better), either
+(population_size,) or (population_size, tasks), or ``-> (returns, aux)`` with any pytree ``aux``
+passed through to ``info['fitness_aux']``. ``generation`` is the ES generation counter (an algorithm
+with a schedule computes it from there). How fitness is shaped is the
+configuration's: per task (``task_shaping``: none, z-scores or centred ranks across members within
+each task) before the mean over tasks, then across members (``fitness_shaping``: evosax's centred
+ranks by default, z-scores or identity).
 OpenES by default, as openai/EPG: Adam with beta1 = 0 and a learning rate falling linearly from 1e-2 to
 1e-3 over the first half of the generations (then constant), sigma 0.01, centred ranks, and the L2
 penalty as weight decay on the ES gradient (``optax.add_decayed_weights(0.001)`` before Adam, the
@@ -34,6 +39,10 @@ def strategies() -> tuple[str, ...]:
     return tuple(sorted(_algorithms()))
 
 
+FITNESS_SHAPINGS = ("centered_rank", "z_score", "identity")
+TASK_SHAPINGS = ("none", "z_score", "centered_rank")
+
+
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
     strategy: str = "Open_ES"
@@ -46,9 +55,13 @@ class ESConfig:
     # weight decay on the ES gradient; None: 1e-3 for strategies with an optax optimiser, else 0
     l2_penalty: float | None = None
     antithetic: bool = True
-    ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction, then 0
-    # the G that the lr decay and the f anneal span; None: ``generations``. A run extended past its
-    # original G keeps its schedules (the recorded series of the first G generations never change).
+    # across members, applied by evosax: "centered_rank" (openai/EPG), "z_score" or "identity"
+    fitness_shaping: str = "centered_rank"
+    # within each task, across members, before the mean over tasks (fitness of shape (P, tasks)):
+    # "none" (the raw mean), "z_score" (over the finite members) or "centered_rank"
+    task_shaping: str = "none"
+    # the G that the lr decay (and an algorithm's own schedules) span; None: ``generations``. A run
+    # extended past its original G keeps its schedules (the recorded first G generations never change).
     schedule_generations: int | None = None
 
     @property
@@ -73,6 +86,12 @@ class ESConfig:
             raise ValueError(f"strategy {self.strategy} has no optax optimiser to apply "
                              f"l2_penalty={self.l2_penalty} to; expected l2_penalty 0 or an "
                              "optimiser-based strategy (Open_ES, PGPE, ...)")
+        if self.fitness_shaping not in FITNESS_SHAPINGS:
+            raise ValueError(f"unknown fitness_shaping {self.fitness_shaping!r}; expected one of "
+                             f"{', '.join(FITNESS_SHAPINGS)}")
+        if self.task_shaping not in TASK_SHAPINGS:
+            raise ValueError(f"unknown task_shaping {self.task_shaping!r}; expected one of "
+                             f"{', '.join(TASK_SHAPINGS)}")
         if (self.antithetic or self.strategy == "Open_ES") and self.population_size % 2:
             raise ValueError(f"population_size={self.population_size} must be even for antithetic "
                              "sampling")
@@ -96,19 +115,33 @@ def learning_rate_schedule(cfg: ESConfig):
     return optax.linear_schedule(cfg.learning_rate, cfg.learning_rate * cfg.lr_decay_factor, steps)
 
 
-def ppo_factor(generation, cfg: ESConfig):
-    """f(g) = max(0, 1 - g / (anneal_fraction * G)): PPO mixing factor of the inner loss."""
-    span = cfg.ppo_anneal_fraction * cfg.schedule_span
-    if span <= 0:
-        return jnp.float32(0.0)
-    return jnp.clip(1.0 - generation / span, 0.0, 1.0).astype(jnp.float32)
+def _fitness_shaping_fn(name: str):
+    from evosax.core import fitness_shaping as fs
+
+    return {"centered_rank": fs.centered_rank_fitness_shaping_fn,
+            "z_score": fs.standardize_fitness_shaping_fn,
+            "identity": fs.identity_fitness_shaping_fn}[name]
+
+
+def shape_per_task(returns: jax.Array, how: str) -> jax.Array:
+    """(P, tasks) -> (P,): each task's returns shaped across the finite members (``how``: "none",
+    "z_score", "centered_rank"), then the mean over tasks; a member non-finite on any task gets NaN."""
+    if how == "none":
+        return returns.mean(axis=1)
+    finite = jnp.isfinite(returns)
+    r = jnp.where(finite, returns, jnp.nan)
+    if how == "z_score":
+        z = (r - jnp.nanmean(r, axis=0)) / (jnp.nanstd(r, axis=0) + 1e-8)
+    else:  # centred ranks in [-0.5, 0.5] among the finite members of each task
+        n = finite.sum(axis=0)
+        ranks = jnp.argsort(jnp.argsort(jnp.where(finite, r, jnp.inf), axis=0), axis=0)
+        z = jnp.where(finite, ranks / jnp.maximum(n - 1, 1) - 0.5, jnp.nan)
+    return z.mean(axis=1)
 
 
 def make_strategy(cfg: ESConfig, solution):
     """Builds the evosax algorithm and its params for ``solution``'s shape."""
     cfg.validate()
-    from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
-
     cls = _algorithms()[cfg.strategy]
     accepted = inspect.signature(cls.__init__).parameters
     # evosax hands the optimiser its gradient estimate of the (minimised) shaped fitness; decayed
@@ -119,7 +152,7 @@ def make_strategy(cfg: ESConfig, solution):
         optimizer=optimizer,
         std_schedule=optax.constant_schedule(cfg.sigma),
         use_antithetic_sampling=cfg.antithetic,
-        fitness_shaping_fn=centered_rank_fitness_shaping_fn,
+        fitness_shaping_fn=_fitness_shaping_fn(cfg.fitness_shaping),
     )
     es = cls(cfg.population_size, solution, **{k: v for k, v in kwargs.items() if k in accepted})
     params = es.default_params
@@ -131,32 +164,44 @@ def make_strategy(cfg: ESConfig, solution):
 def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
 
-    info: 'returns' (population_size,), 'mean'/'max'/'min' of finite returns, 'nonfinite' count,
-    'ppo_factor', 'best_member' (the generation's best parameters as a flat vector), and
-    'fitness_aux' when ``fitness_fn`` returns (returns, aux).
+    info: 'returns' (population_size,) (per task shaped by ``cfg.task_shaping`` and averaged where
+    the fitness has a task axis; 'task_returns' (population_size, tasks) then holds it as given),
+    'mean'/'max'/'min' of the finite returns, 'nonfinite' count, 'best_member' (the generation's best
+    parameters), and 'fitness_aux' when ``fitness_fn`` returns (returns, aux).
     """
 
     def generation(es_state, key):
         k_ask, k_fit, k_tell = jax.random.split(key, 3)
-        f = ppo_factor(es_state.generation_counter, cfg)
         population, es_state = es.ask(k_ask, es_state, es_params)
-        returns = fitness_fn(population, k_fit, f)
+        returns = fitness_fn(population, k_fit, es_state.generation_counter)
         aux = None
         if isinstance(returns, tuple):
             returns, aux = returns
+        task_returns = None
+        if returns.ndim == 2:
+            task_returns, returns = returns, shape_per_task(returns, cfg.task_shaping)
         finite = jnp.isfinite(returns)
         # evosax's centred ranks put NaN last; +-inf are mapped to NaN so that they do too.
         es_state, _ = es.tell(k_tell, population, jnp.where(finite, -returns, jnp.nan), es_state, es_params)
         safe = jnp.where(finite, returns, jnp.nan)
         best = jnp.nanargmax(jnp.where(finite, returns, -jnp.inf))
         info = {"returns": returns, "mean": jnp.nanmean(safe), "max": jnp.nanmax(safe),
-                "min": jnp.nanmin(safe), "nonfinite": (~finite).sum(), "ppo_factor": f,
+                "min": jnp.nanmin(safe), "nonfinite": (~finite).sum(),
                 "best_member": jax.tree_util.tree_map(lambda x: x[best], population)}
+        if task_returns is not None:
+            info["task_returns"] = task_returns
         if aux is not None:
             info["fitness_aux"] = aux
         return es_state, info
 
     return generation
+
+
+def make_es(cfg: ESConfig, solution, fitness_fn: Callable, key):
+    """(es, es_params, es_state, generation_fn) with the ES mean at ``solution`` (its initial point)."""
+    es, params = make_strategy(cfg, solution)
+    state = es.init(key, solution, params)
+    return es, params, state, make_generation(es, params, fitness_fn, cfg)
 
 
 def compile_generation(generation: Callable, es_state, key, mesh=None):

@@ -9,11 +9,13 @@ import pytest
 from brax.training.acme import running_statistics, specs
 
 from metarl import envs
-from metarl.epg import EPG, EPGConfig
-from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_epg_policy_loss, make_lifetime
+from metarl.epg import EPG, EPGConfig, ppo_factor
+from metarl.inner.epg_lifetime import Buffer, LifetimeConfig, make_lifetime
 from metarl.networks import GaussianPolicy
-from metarl.objectives.epg_loss import EPGLoss, init_epg_loss, param_count, row_width
-from metarl.outer.es import ESConfig, make_generation, make_strategy, ppo_factor
+from metarl.objectives import registry
+from metarl.objectives.epg_loss import (EPGLoss, PureConvObjective, ResidualConvObjective, init_epg_loss,
+                                        make_epg_policy_loss, param_count, row_width)
+from metarl.outer.es import ESConfig, make_generation, make_strategy
 
 
 def test_loss_network_shapes_and_parameter_count():
@@ -54,7 +56,7 @@ def test_gradients_reach_policy_only_through_its_outputs():
     stats_o = running_statistics.update(running_statistics.init_state(specs.Array((obs,), jnp.float32)), buf.obs)
     stats_a = running_statistics.update(running_statistics.init_state(specs.Array((act,), jnp.float32)), buf.action)
     idx = jnp.arange(N - 8, N)
-    loss = make_epg_policy_loss(policy, EPGLoss())
+    loss = make_epg_policy_loss(policy.apply, EPGLoss())
     g = jax.grad(loss)(pp, lp, buf, stats_o, stats_a, idx)
 
     # Chain rule through the outputs alone: dL/dtheta = (dL/dpi) (dpi/dtheta).
@@ -103,8 +105,8 @@ def test_stop_gradient_context_gives_the_head_gradient_and_the_same_value():
     lp = init_epg_loss(jax.random.PRNGKey(1), obs, act, buffer_size=N, batch=B)
     buf, stats_o, stats_a = _random_buffer(obs, act, N)
     idx = jnp.arange(N - B, N)
-    exact = make_epg_policy_loss(policy, EPGLoss())
-    stop = make_epg_policy_loss(policy, EPGLoss(), context_gradient=False)
+    exact = make_epg_policy_loss(policy.apply, EPGLoss())
+    stop = make_epg_policy_loss(policy.apply, EPGLoss(), context_gradient=False)
 
     s = running_statistics.normalize(buf.obs, stats_o)
     data = jnp.concatenate([s, running_statistics.normalize(buf.action, stats_a),
@@ -129,9 +131,8 @@ def test_stop_gradient_context_gives_the_head_gradient_and_the_same_value():
 
 def test_lifetime_without_context_gradient_is_deterministic():
     env = envs.make("random_reacher")
-    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16),
-                         context_gradient=False)
-    life = jax.jit(make_lifetime(env, cfg))
+    cfg = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16))
+    life = jax.jit(make_lifetime(env, cfg, registry.make("pure", cfg, context_gradient=False)))
     phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 128)
     task = env.sample_task(jax.random.PRNGKey(1), "train")
     a = life(phi, task, jax.random.PRNGKey(2), 0.5)
@@ -147,7 +148,7 @@ def small_epg():
     env = envs.make("random_reacher")
     # A large inner learning rate gives the loss a strong effect on the agent in a short lifetime.
     cfg = EPGConfig(LifetimeConfig(lifetime_steps=512, eval_envs=2, learning_rate=1e-2),
-                    ESConfig(population_size=8, generations=8, ppo_anneal_fraction=0.0), tasks_per_member=2)
+                    ESConfig(population_size=8, generations=8), tasks_per_member=2, ppo_anneal_fraction=0.0)
     return EPG(env, cfg)
 
 
@@ -189,7 +190,7 @@ def test_es_generation_improves_toy_objective_and_ranks_nan_last():
     dist = lambda p: sum(jnp.sum((a - b) ** 2) for a, b in zip(jax.tree_util.tree_leaves(p),
                                                                  jax.tree_util.tree_leaves(target)))
 
-    def fitness(pop, key, f):  # higher is better; member 0 is broken
+    def fitness(pop, key, generation):  # higher is better; member 0 is broken
         r = -jax.vmap(dist)(pop)
         return r.at[0].set(jnp.nan)
 
@@ -206,8 +207,7 @@ def test_es_generation_improves_toy_objective_and_ranks_nan_last():
 
 
 def test_ppo_factor_anneals_over_first_eighth():
-    cfg = ESConfig(generations=80)
-    vals = [float(ppo_factor(g, cfg)) for g in (0, 5, 10, 40)]
+    vals = [float(ppo_factor(g, 0.125, 80)) for g in (0, 5, 10, 40)]
     assert vals == pytest.approx([1.0, 0.5, 0.0, 0.0])
 
 
@@ -283,7 +283,7 @@ def test_gaussian_kl_matches_its_closed_form_and_is_zero_for_equal_policies():
 def test_meta_test_lifetime_reports_sampled_mean_action_and_no_update_returns():
     env = envs.make("goal_point")
     cfg = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=2, hidden=(16, 16))
-    life = jax.jit(make_lifetime(env, cfg, with_ppo=False, with_no_update_eval=True))
+    life = jax.jit(make_lifetime(env, cfg, registry.make("pure", cfg), with_ppo=False, with_no_update_eval=True))
     phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 128)
     out = life(phi, env.sample_task(jax.random.PRNGKey(1), "test"), jax.random.PRNGKey(2))
     for k in ("eval_return", "eval_return_sampled", "eval_return_mean_action", "no_update_return",
@@ -295,20 +295,23 @@ def test_meta_test_lifetime_reports_sampled_mean_action_and_no_update_returns():
 
 
 def test_residual_objective_starts_as_ppo_exactly():
-    """EPGLoss(zero_output=True): L_phi = 0 at phi_0, so the residual lifetime L_PPO + L_phi equals
-    the pure lifetime with f = 1 (PPO alone) for the same seeds."""
+    """ResidualConvObjective (EPGLoss(zero_output=True)): L_phi = 0 at phi_0, so the residual lifetime
+    L_PPO + L_phi equals the pure lifetime with f = 1 (PPO alone) for the same seeds."""
     env = envs.make("goal_point")
     base = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16))
     module = EPGLoss(zero_output=True)
     phi = init_epg_loss(jax.random.PRNGKey(0), 2, 2, 128, module=module)
     assert float(jnp.abs(phi["params"]["head_out"]["kernel"]).max()) == 0.0
     task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
-    res = jax.jit(make_lifetime(env, dataclasses.replace(base, objective="residual"), module))(phi, task, key)
-    ppo = jax.jit(make_lifetime(env, base, module))(phi, task, key, 1.0)
+    residual = ResidualConvObjective(buffer_size=128, minibatch_size=32)
+    assert residual.module == module
+    chex.assert_trees_all_equal(phi, residual.init(jax.random.PRNGKey(0), 2, 2))
+    res = jax.jit(make_lifetime(env, base, residual))(phi, task, key)
+    ppo = jax.jit(make_lifetime(env, base, PureConvObjective(module, 128, 32)))(phi, task, key, 1.0)
     chex.assert_trees_all_close(res["eval_return"], ppo["eval_return"], atol=1e-5)
     chex.assert_trees_all_close(res["curve"], ppo["curve"], atol=1e-5)
     with pytest.raises(ValueError, match="unknown objective 'mixed'"):
-        LifetimeConfig(objective="mixed").validate()
+        EPGConfig(objective="mixed").validate()
 
 
 def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
@@ -319,8 +322,9 @@ def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
 
     env = envs.make("goal_point")
     life = LifetimeConfig(lifetime_steps=4096, eval_envs=2, gamma=0.9, init_log_std=-1.0,
-                          max_grad_norm=0.5, objective="residual")
-    epg = EPG(env, EPGConfig(life, ESConfig(population_size=4, generations=2), tasks_per_member=1))
+                          max_grad_norm=0.5)
+    epg = EPG(env, EPGConfig(life, ESConfig(population_size=4, generations=2), tasks_per_member=1,
+                             objective="residual"))
     es, params, state, generation = epg.make_es(jax.random.PRNGKey(0))
     phi0 = es.get_mean(state)
     gen = jax.jit(generation)
@@ -339,7 +343,8 @@ def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
 def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
     """EPG's L_phi behind metarl.protocols.Objective: same phi_0 as init_epg_loss, same value and
     policy gradient as the lifetime's loss on one buffer."""
-    from metarl.inner.epg_lifetime import GaussianActor, loss_inputs
+    from metarl.inner.epg_lifetime import GaussianActor
+    from metarl.objectives.on_policy import loss_inputs
     from metarl.objectives.epg_loss import ConvObjective
     from metarl.protocols import ActorCritic, Objective
 
@@ -352,12 +357,12 @@ def test_conv_objective_is_an_objective_and_equals_the_lifetime_loss():
     chex.assert_trees_all_equal(lp, init_epg_loss(jax.random.PRNGKey(1), obs, act, buffer_size=N, batch=B))
     buf, stats_o, stats_a = _random_buffer(obs, act, N)
     idx = jnp.arange(N - B, N)
-    inp = loss_inputs(buf, stats_o, stats_a)
+    inp = loss_inputs(buf.obs, buf.action, buf.reward, buf.done, buf.valid, stats_o, stats_a)
     batch = {"s": inp.s, "data": inp.data, "valid": inp.valid, "head_idx": idx}
     actor = GaussianActor(policy)
     assert callable(actor.pi) and not isinstance(actor, ActorCritic)  # an actor without a critic
     via_protocol = jax.value_and_grad(lambda p: objective.policy_loss(lp, p, batch, actor))(pp)
-    via_lifetime = jax.value_and_grad(make_epg_policy_loss(policy, EPGLoss()))(pp, lp, buf, stats_o, stats_a, idx)
+    via_lifetime = jax.value_and_grad(make_epg_policy_loss(policy.apply, EPGLoss()))(pp, lp, buf, stats_o, stats_a, idx)
     chex.assert_trees_all_close(via_protocol, via_lifetime, atol=1e-6, rtol=1e-5)
     assert float(optax.global_norm(via_protocol[1])) > 0
 
@@ -370,7 +375,7 @@ def test_on_policy_learner_parts_compose_to_its_lifetime():
 
     env = envs.make("goal_point")
     cfg = LifetimeConfig(lifetime_steps=128, update_period=64, buffer_size=64, minibatch_size=32, eval_envs=1)
-    learner = make_lifetime(env, cfg)
+    learner = make_lifetime(env, cfg, registry.make("pure", cfg))
     assert isinstance(learner, OnPolicyLearner)
     phi = init_epg_loss(jax.random.PRNGKey(0), env.observation_size, env.action_size, 64, 32)
     task = env.sample_task(jax.random.PRNGKey(1), "train")
