@@ -232,16 +232,16 @@ def step_metagenrl_iteration(rec: Record, args) -> int:
     """Seconds and agent env-steps/s of one MetaGenRL `paper` meta-iteration (compile apart)."""
     import jax
 
+    import dataclasses
+
     from experiments.metagenrl import PRESETS
     from metarl import envs
-    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
-    from metarl.inner.td3 import TD3Config
+    from metarl.algorithms.metagenrl.algorithm import make_trainer
 
     paper = PRESETS["paper"]
-    sizes = PRESETS["smoke"] if args.check else paper
-    meta = dict(sizes["meta"], **({"steps_per_iteration": 50} if args.check else {}))
-    names = paper["train_envs"].split(",")[:1 if args.check else None]  # check: one env group
-    cfg = MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **meta).validate()
+    cfg = (PRESETS["smoke"] if args.check else paper).metagrad
+    cfg = (dataclasses.replace(cfg, steps_per_iteration=50) if args.check else cfg).validate()
+    names = paper.train_envs.split(",")[:1 if args.check else None]  # check: one env group
     A, K = cfg.agents_per_env * len(names), cfg.steps_per_iteration
     rec.update(**device_fields(), preset="smoke" if args.check else "paper", envs=names,
                agents=A, steps_per_iteration=K, meta_batch=cfg.meta_batch,

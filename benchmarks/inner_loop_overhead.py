@@ -53,8 +53,10 @@ FULL = {"random_reacher": dict(population=256, tasks_per_member=4, lifetime=8192
 def _metagenrl_sizes(preset: str) -> dict:
     from experiments.metagenrl import PRESETS
 
-    meta = {k: v for k, v in PRESETS[preset]["meta"].items() if k != "meta_iterations"}
-    return dict(td3=PRESETS[preset]["td3"], meta=meta)
+    cfg = PRESETS[preset].metagrad
+    meta = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name not in ("td3", "meta_iterations")}
+    return dict(td3=dataclasses.asdict(cfg.td3), meta=meta)
 
 
 METAGENRL_QUICK = _metagenrl_sizes("cpu")

@@ -31,22 +31,38 @@ locomotion bodies, each one's forward-progress return (metarl/algorithms/metagen
 """
 from __future__ import annotations
 
+import dataclasses
 
-from metarl.algorithms.metagenrl.run import parser, run
+from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
+from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
+from metarl.algorithms.metagenrl.run import Preset, parser, run
+from metarl.baselines.ppo import PPOConfig
+from metarl.inner.td3 import TD3Config
+from metarl.algorithms.metagenrl.meta_test import MetaTestSizes
+from metarl.outer.es import ESConfig
 
 __all__ = ["PRESETS", "main", "parser"]
 
+
+def _es(population_size: int, generations: int) -> ESConfig:
+    """The ``--outer es`` ES: each env's returns z-scored over the population, then averaged."""
+    return ESConfig(population_size=population_size, generations=generations, task_shaping="z_score")
+
+
+_SMOKE_TD3 = TD3Config(hidden=(32, 32), random_steps=200, replay_size=2_000, batch_size=8, polyak=0.99)
+_CPU_TD3 = TD3Config(hidden=(64, 64), random_steps=1_000, replay_size=20_000, batch_size=16, polyak=0.99)
+_PAPER_TD3 = TD3Config()
+
 PRESETS = {
     # pipeline check only: tiny budgets, nothing is expected to learn
-    "smoke": dict(train_envs="random_reacher", test_envs="random_reacher",
-                  td3=dict(hidden=(32, 32), random_steps=200, replay_size=2_000, batch_size=8,
-                           polyak=0.99),
-                  meta=dict(agents_per_env=2, meta_iterations=2, steps_per_iteration=200,
-                            meta_batch=8, warm_start_steps=200),
-                  test=dict(total_steps=400, num_chunks=4, num_seeds=2, eval_envs=2),
-                  ppo=dict(num_envs=4, unroll_length=50, num_minibatches=2, update_epochs=1),
-                  es=dict(population_size=2, generations=1, lifetime_steps=400, num_chunks=1,
-                          agents_per_member=1, eval_envs=2)),
+    "smoke": Preset(
+        train_envs="random_reacher", test_envs="random_reacher",
+        metagrad=MetaGenRLConfig(td3=_SMOKE_TD3, agents_per_env=2, meta_iterations=2,
+                                 steps_per_iteration=200, meta_batch=8, warm_start_steps=200),
+        test=MetaTestSizes(total_steps=400, num_chunks=4, num_seeds=2, eval_envs=2),
+        ppo=PPOConfig(num_envs=4, unroll_length=50, num_minibatches=2, update_epochs=1),
+        es=MetaGenRLESConfig(td3=_SMOKE_TD3, es=_es(2, 1), lifetime_steps=400, num_chunks=1,
+                             agents_per_member=1, eval_envs=2)),
     # A small version of ``paper`` for 2 CPU cores (estimate in benchmarks/RESULTS.md): meta-train
     # 2 agents on reacher + 2 on halfcheetah for 12 x 1000 steps each; meta-test 3 seeds per method
     # on hopper (unseen), reacher and halfcheetah (seen). Meta-test budget: 12,000 env steps per
@@ -61,34 +77,35 @@ PRESETS = {
     # objective is meta-trained on agents that still learn, and the fresh hopper agents it trains move
     # forward on 4 of 6 fresh seeds (mean forward return 35.8 vs no-update 3.6 on seeds 3-8; 2,000
     # gave 12.4 on seeds 3-5).
-    "cpu": dict(train_envs="reacher,halfcheetah", test_envs="hopper,reacher,halfcheetah",
-                td3=dict(hidden=(64, 64), random_steps=1_000, replay_size=20_000, batch_size=16,
-                         polyak=0.99),
-                meta=dict(agents_per_env=2, meta_iterations=12, steps_per_iteration=1_000,
-                          meta_batch=16, warm_start_steps=8_000, lookahead_step=0.1),
-                test=dict(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
-                ppo=dict(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
-                         learning_rate=1e-3),
-                # --outer es: 8 members x 1 agent x 2 bodies x 3,000-step lifetimes (1,000 random
-                # steps, then 2,000 learning steps under the member's L_alpha), 4 generations;
-                # measured: 85 s compile + 67 s per generation on 2 shared CPU cores (716 env-steps/s)
-                es=dict(population_size=8, generations=4, lifetime_steps=3_000, num_chunks=1,
-                        agents_per_member=1, eval_envs=2)),
+    "cpu": Preset(
+        train_envs="reacher,halfcheetah", test_envs="hopper,reacher,halfcheetah",
+        metagrad=MetaGenRLConfig(td3=_CPU_TD3, agents_per_env=2, meta_iterations=12,
+                                 steps_per_iteration=1_000, meta_batch=16, warm_start_steps=8_000,
+                                 lookahead_step=0.1),
+        test=MetaTestSizes(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
+        ppo=PPOConfig(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
+                      learning_rate=1e-3),
+        # --outer es: 8 members x 1 agent x 2 bodies x 3,000-step lifetimes (1,000 random
+        # steps, then 2,000 learning steps under the member's L_alpha), 4 generations;
+        # measured: 85 s compile + 67 s per generation on 2 shared CPU cores (716 env-steps/s)
+        es=MetaGenRLESConfig(td3=_CPU_TD3, es=_es(8, 4), lifetime_steps=3_000, num_chunks=1,
+                             agents_per_member=1, eval_envs=2)),
     # The original's sizes (Kirsch et al. 2020; louiskirsch/metagenrl): 10 agents per body, ~700k steps each, 350-350 networks,
     # replay 1M, batches of 100 x 20, 10k random steps. Meta-test budget: 1M env steps per agent
     # (100x its 10k random steps), 6 seeds, on 3 unseen bodies and the 2 meta-training bodies.
-    "paper": dict(train_envs="reacher,halfcheetah",
-                  test_envs="hopper,walker2d,inverted_double_pendulum,reacher,halfcheetah",
-                  td3=dict(),
-                  meta=dict(agents_per_env=10, meta_iterations=700, steps_per_iteration=1_000,
-                            meta_batch=200, warm_start_steps=10_000),
-                  test=dict(total_steps=1_000_000, num_chunks=100, num_seeds=6, eval_envs=8),
-                  ppo=dict(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4),
-                  # --outer es: 64 members (as EPG's paper preset), 100k-step lifetimes; replay 100k
-                  # (64 members x 2 bodies of 1M-step buffers would not fit one accelerator)
-                  es=dict(population_size=64, generations=200, lifetime_steps=100_000, num_chunks=10,
-                          agents_per_member=1, eval_envs=8, td3=dict(replay_size=100_000))),
+    "paper": Preset(
+        train_envs="reacher,halfcheetah",
+        test_envs="hopper,walker2d,inverted_double_pendulum,reacher,halfcheetah",
+        metagrad=MetaGenRLConfig(td3=_PAPER_TD3, agents_per_env=10, meta_iterations=700,
+                                 steps_per_iteration=1_000, meta_batch=200, warm_start_steps=10_000),
+        test=MetaTestSizes(total_steps=1_000_000, num_chunks=100, num_seeds=6, eval_envs=8),
+        ppo=PPOConfig(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4),
+        # --outer es: 64 members (as EPG's paper preset), 100k-step lifetimes; replay 100k
+        # (64 members x 2 bodies of 1M-step buffers would not fit one accelerator)
+        es=MetaGenRLESConfig(td3=dataclasses.replace(_PAPER_TD3, replay_size=100_000), es=_es(64, 200),
+                             lifetime_steps=100_000, num_chunks=10, agents_per_member=1, eval_envs=8)),
 }
+
 
 def main(argv=None) -> dict:
     """Runs the experiment (or resumes / extends it); returns summary.json's dict."""

@@ -40,7 +40,7 @@ def test_check_runs_every_step_and_writes_sane_json(tmp_path):
     from experiments.metagenrl import PRESETS
 
     # --check: the paper preset's first meta-training body only, at smoke sizes
-    assert mg["envs"] == PRESETS["paper"]["train_envs"].split(",")[:1] and mg["agents"] > 0
+    assert mg["envs"] == PRESETS["paper"].train_envs.split(",")[:1] and mg["agents"] > 0
     for k in ("compile_s", "steady_iteration_s", "agent_steps_per_s"):
         assert mg[k] > 0, k
     summary = (out / "summary.md").read_text()

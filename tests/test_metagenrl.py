@@ -270,26 +270,38 @@ def test_only_the_policy_gradient_is_clipped():
     assert not same(two_steps(agent.policy_tx, pol), two_steps(optax.adam(agent.cfg.policy_lr), pol))
 
 
-def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_reward():
-    """first_episode_returns (no auto-reset, so the last step keeps its metrics) gives
-    episode_return's figure on the same starts; on hopper its forward part is brax's
-    reward_forward summed, which a do-nothing policy keeps near 0 while it collects the +1/step
-    survival bonus. Non-locomotion bodies have no forward return."""
+def test_meta_test_evaluation_matches_an_auto_reset_rollout_and_reads_the_forward_reward():
+    """metarl.evaluation.first_episode_returns (env.step_no_reset, so the last step keeps its
+    metrics) gives the figure of a rollout with the auto-resetting env.step on the same starts; on
+    hopper its forward part is brax's reward_forward summed, which a do-nothing policy keeps near 0
+    while it collects the +1/step survival bonus. Non-locomotion bodies have no forward return."""
     from metarl import envs
-    from metarl.evaluate_policy import episode_return
-    from metarl.algorithms.metagenrl.meta_test import first_episode_returns, forward_metric, per_env_summary
+    from metarl.envs.core import repeat_task
+    from metarl.evaluation import first_episode_returns, forward_metric, zero_action
+    from metarl.algorithms.metagenrl.meta_test import per_env_summary
 
     hopper = envs.make("hopper", episode_length=60)
     assert forward_metric(hopper) == "reward_forward"
     assert forward_metric(envs.make("halfcheetah")) == "reward_run"
     assert forward_metric(envs.make("reacher")) is None and forward_metric(envs.make("dir_hopper")) is None
     act = lambda o, k: jax.random.uniform(k, (o.shape[0], hopper.action_size), minval=-1, maxval=1)
+
+    def auto_reset_return(key, n=4):  # the same keys, stepped with auto-reset, masked after done
+        k_reset, k_act = jax.random.split(key)
+        state = jax.vmap(hopper.reset)(jax.random.split(k_reset, n), repeat_task({}, n))
+
+        def body(carry, k):
+            state, alive, total = carry
+            state = jax.vmap(hopper.step)(state, act(state.obs, k))
+            return (state, alive * (1.0 - state.done), total + alive * state.reward), None
+
+        init = (state, jnp.ones(n), jnp.zeros(n))
+        return jax.lax.scan(body, init, jax.random.split(k_act, hopper.episode_length))[0][2].mean()
+
     key = jax.random.PRNGKey(3)
     ours = jax.jit(lambda k: first_episode_returns(hopper, act, {}, k, 4, "reward_forward"))(key)
-    ref = jax.jit(lambda k: episode_return(hopper, act, {}, k, 4))(key)
-    np.testing.assert_allclose(float(ours["return"]), float(ref), rtol=1e-5)
-    zero = jax.jit(lambda k: first_episode_returns(
-        hopper, lambda o, kk: jnp.zeros((o.shape[0], 3)), {}, k, 2, "reward_forward"))(key)
+    np.testing.assert_allclose(float(ours["return"]), float(jax.jit(auto_reset_return)(key)), rtol=1e-5)
+    zero = jax.jit(lambda k: first_episode_returns(hopper, zero_action(hopper), {}, k, 2, "reward_forward"))(key)
     assert float(zero["return"]) > 50.0 and abs(float(zero["forward_return"])) < 10.0
     res = {"hopper": {"td3": {"return": 1.0, "forward_return": 0.5}, "no_update": {"return": 2.0}}}
     assert per_env_summary(res) == {"hopper": {"td3_return": 1.0, "td3_forward_return": 0.5,
@@ -299,7 +311,7 @@ def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_rewar
 def test_td3_learns_random_reacher_above_random():
     from metarl import envs
     from metarl.inner.frozen_objective import make_train
-    from metarl.evaluate_policy import episode_return
+    from metarl.evaluation import episode_return
 
     env = envs.make("random_reacher")
     cfg = TD3Config(hidden=(32, 32), random_steps=300, replay_size=2_000, batch_size=8, polyak=0.99)

@@ -16,7 +16,7 @@ from brax.training.acme import running_statistics, specs
 from flax import struct
 
 from metarl.envs.core import TaskFamily, repeat_task
-from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.evaluation import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import GaussianPolicy, ValueNet, gaussian_log_prob, sample_gaussian
 from metarl.objectives.ppo_loss import gae, ppo_policy_loss
@@ -84,6 +84,20 @@ class PPOState:
     key: jax.Array
 
 
+def deployed_policy(env: TaskFamily, config: PPOConfig):
+    """policy_of(PPOState) -> policy_fn(obs (n, obs_dim)) -> (mean, log_std) (n, act_dim): the
+    trained Gaussian policy with its observation normalisation (metarl.evaluation.gaussian)."""
+    policy = GaussianPolicy(env.action_size, config.hidden, config.init_log_std)
+
+    def policy_of(state: PPOState):
+        def policy_fn(obs):
+            o = running_statistics.normalize(obs, state.obs_stats) if config.normalize_observations else obs
+            return policy.apply(state.params["policy"], o)
+        return policy_fn
+
+    return policy_of
+
+
 def make_train(env: TaskFamily, config: PPOConfig):
     """Returns ``train(key, task) -> (PPOState, metrics)``; metrics arrays have shape (num_updates,).
 
@@ -96,6 +110,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
     value = ValueNet(cfg.hidden)
     optimizer = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.adam(cfg.learning_rate))
     mb_size = cfg.steps_per_update // cfg.num_minibatches
+    policy_of = deployed_policy(env, cfg)
 
     def normalize(obs, stats):
         return running_statistics.normalize(obs, stats) if cfg.normalize_observations else obs
@@ -166,8 +181,7 @@ def make_train(env: TaskFamily, config: PPOConfig):
         state = PPOState(params, optimizer.init(params), stats, env_state, k_run)
         state, returns = learn(update, state, cfg.num_updates)
 
-        policy_fn = lambda obs: policy.apply(state.params["policy"], normalize(obs, state.obs_stats))
-        sampled, mean_action = gaussian_policy_returns(env, policy_fn, task, k_eval, cfg.eval_envs)
+        sampled, mean_action = gaussian_policy_returns(env, policy_of(state), task, k_eval, cfg.eval_envs)
         metrics = {
             "episode_return": returns,
             "env_steps": (jnp.arange(cfg.num_updates) + 1) * cfg.steps_per_update,

@@ -89,6 +89,7 @@ class TaskFamily:
         nested_jit = jax.process_count() == 1
         self.reset = jax.jit(self._reset) if nested_jit else self._reset
         self.step = jax.jit(self._step) if nested_jit else self._step
+        self.step_no_reset = jax.jit(self._step_no_reset) if nested_jit else self._step_no_reset
 
     # ---- task-specific hooks -------------------------------------------------------------
     def make_base(self, backend: str) -> Any:
@@ -123,7 +124,8 @@ class TaskFamily:
         return self.base.reset(key)
 
     # ---- the environment API -------------------------------------------------------------
-    def _observe(self, bs: Any, task: Any) -> jax.Array:
+    def observe(self, bs: Any, task: Any) -> jax.Array:
+        """The observation (obs_dim,) of brax state ``bs``: the body's, then the task features."""
         return jnp.concatenate([bs.obs, self.task_obs(bs, task)])
 
     def _reset(self, key: jax.Array, task: Any) -> EnvState:
@@ -131,7 +133,7 @@ class TaskFamily:
         k_now, k_next = jax.random.split(key)
         with self.physics(task):
             bs = self.base_reset(k_now, task)
-        obs = self._observe(bs, task)
+        obs = self.observe(bs, task)
         zero = jnp.zeros(())
         return EnvState(
             brax_state=bs, obs=obs, final_obs=obs, reward=zero, done=zero, truncated=zero,
@@ -150,7 +152,7 @@ class TaskFamily:
         terminal = bs.done
         truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
         done = jnp.maximum(terminal, truncated)
-        final_obs = self._observe(bs, state.task)
+        final_obs = self.observe(bs, state.task)
         ep_ret = state.episode_return + reward
 
         def pick(new, cur):
@@ -159,7 +161,7 @@ class TaskFamily:
         bs = jax.tree_util.tree_map(pick, fresh, bs.replace(done=jnp.zeros(())))
         return state.replace(
             brax_state=bs,
-            obs=pick(self._observe(fresh, state.task), final_obs),
+            obs=pick(self.observe(fresh, state.task), final_obs),
             final_obs=final_obs,
             reward=reward,
             done=done,
@@ -169,6 +171,24 @@ class TaskFamily:
             completed_return=jnp.where(done > 0, ep_ret, 0.0),
             key=k_next,
         )
+
+    def _step_no_reset(self, state: EnvState, action: jax.Array) -> EnvState:
+        """step_no_reset(state, action) -> EnvState: one step that never resets, so the returned
+        ``brax_state`` keeps the step's metrics even where it ends the episode (``step`` replaces
+        them with the next episode's); for evaluating a first episode. ``done`` and ``truncated``
+        are as in ``step``; stepping on past an end is undefined (callers mask it out)."""
+        with self.physics(state.task):
+            bs = self.base.step(state.brax_state, action)
+        reward = self.task_reward(state.brax_state, bs, state.task)
+        steps = state.steps + 1
+        terminal = bs.done
+        truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
+        done = jnp.maximum(terminal, truncated)
+        obs = self.observe(bs, state.task)
+        ep_ret = state.episode_return + reward
+        return state.replace(brax_state=bs, obs=obs, final_obs=obs, reward=reward, done=done,
+                             truncated=truncated, steps=steps, episode_return=ep_ret,
+                             completed_return=jnp.where(done > 0, ep_ret, 0.0))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(backend={self.backend!r}, episode_length={self.episode_length})"

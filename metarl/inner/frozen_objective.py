@@ -14,6 +14,7 @@ deployed (evaluated) policy is the deterministic actor pi_phi(s), without explor
 
 ``train = make_train(env, td3_config, total_steps, num_chunks, policy_loss)``;
 ``train(key, task, loss_params) -> (TD3State, metrics)`` is pure and vmaps over seeds and tasks.
+``deployed_returns`` is its evaluation (metarl.evaluation), also of agents never updated.
 """
 from __future__ import annotations
 
@@ -22,18 +23,29 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from metarl import evaluation
 from metarl.envs.core import TaskFamily
 from metarl.inner.lifetime import learn
-from metarl.inner.td3 import TD3Agent, TD3Config, mean_completed_return
+from metarl.inner.td3 import TD3Agent, TD3Config, TD3State, mean_completed_return
+
+
+def deployed_returns(agent: TD3Agent, s: TD3State, task, key, num_envs: int,
+                     forward: str | None = None) -> dict:
+    """{'eval_return': (), 'eval_forward_return': () if ``forward``}: first-episode returns of the
+    deployed policy, the deterministic actor pi_phi(s) without exploration noise, on ``num_envs``
+    envs (metarl.evaluation.first_episode_returns; ``forward``: the brax metric of forward progress)."""
+    act = evaluation.deterministic(lambda o: agent.pi(s.policy, o))
+    ev = evaluation.first_episode_returns(agent.env, act, task, key, num_envs, forward)
+    return {f"eval_{k}": v for k, v in ev.items()}
 
 
 def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks: int = 10,
-               policy_loss: Callable | None = None, eval_envs: int = 8, evaluate: Callable | None = None):
+               policy_loss: Callable | None = None, eval_envs: int = 8, forward: str | None = None):
     """policy_loss(agent) -> loss(loss_params, policy_params, critic_params, batch), or None for
     DDPG/TD3. metrics: 'episode_return' (num_chunks,) mean return of training episodes completed in
-    each chunk (NaN if none), 'env_steps' (num_chunks,), and the final evaluation:
-    ``evaluate(agent, state, task, key) -> dict`` of () metrics, by default {'eval_return': mean
-    first-episode return of the deterministic policy on ``eval_envs`` envs}."""
+    each chunk (NaN if none), 'env_steps' (num_chunks,), and the final evaluation of the trained
+    agent, ``deployed_returns`` on ``eval_envs`` envs: 'eval_return' () and, where ``forward`` names
+    a brax metric (metarl.evaluation.forward_metric), 'eval_forward_return' ()."""
     agent = TD3Agent(env, config)
     blocks = max(1, total_steps // (config.policy_delay * num_chunks))
     loss = None if policy_loss is None else policy_loss(agent)
@@ -51,10 +63,7 @@ def make_train(env: TaskFamily, config: TD3Config, total_steps: int, num_chunks:
         s, curve = learn(lambda s, _: chunk(s), s, num_chunks)
         metrics = {"episode_return": curve,
                    "env_steps": (jnp.arange(num_chunks) + 1) * blocks * config.policy_delay}
-        if evaluate is None:
-            metrics["eval_return"] = agent.eval_return(s, task, k_eval, eval_envs)
-        else:
-            metrics.update(evaluate(agent, s, task, k_eval))
+        metrics.update(deployed_returns(agent, s, task, k_eval, eval_envs, forward))
         return s, metrics
 
     return train

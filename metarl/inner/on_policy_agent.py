@@ -23,9 +23,9 @@ import optax
 from brax.training.acme import running_statistics, specs
 from flax import struct
 
-from metarl.envs.core import TaskFamily
 from metarl.checks import require_positive
-from metarl.evaluate_policy import gaussian_policy_returns
+from metarl.envs.core import TaskFamily
+from metarl.evaluation import gaussian_policy_returns
 from metarl.inner.lifetime import learn
 from metarl.networks import (GaussianPolicy, ValueNet, gaussian_kl, gaussian_log_prob,
                              sample_gaussian)

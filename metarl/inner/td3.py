@@ -228,10 +228,6 @@ class TD3Agent:
         """policy_delay env steps + critic updates, then one (delayed) policy update."""
         return self.policy_update(self.interact_and_fit_critic(s), loss_fn)[0]
 
-    def eval_return(self, s: TD3State, task, key, num_envs: int = 8):
-        from metarl.evaluate_policy import episode_return
-        return episode_return(self.env, lambda o, k: self.pi(s.policy, o), task, key, num_envs)
-
     @staticmethod
     def reset_stats(s: TD3State) -> TD3State:
         return s.replace(ret_sum=jnp.zeros(()), ret_count=jnp.zeros(()))

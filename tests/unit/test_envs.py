@@ -250,6 +250,19 @@ def test_auto_reset_at_time_limit_keeps_final_obs(short_reacher):
     assert np.abs(np.asarray(s.final_obs - s.obs)).max() > 1e-3
 
 
+def test_step_no_reset_matches_step_and_keeps_the_last_state_at_the_end(short_reacher):
+    """step_no_reset: the same transition as step; at the time limit the state is not replaced."""
+    env = short_reacher
+    s = r = env.reset(jax.random.PRNGKey(0), {})
+    for t in range(3):
+        s, r = env.step(s, jnp.ones(2) * 0.3), env.step_no_reset(r, jnp.ones(2) * 0.3)
+        np.testing.assert_array_equal(r.reward, s.reward)
+        np.testing.assert_array_equal(r.final_obs, s.final_obs)
+        assert float(r.done) == float(s.done) == (1.0 if t == 2 else 0.0)
+    np.testing.assert_array_equal(r.obs, s.final_obs)  # not the next episode's first observation
+    assert float(r.steps) == 3.0 and float(r.completed_return) == float(s.completed_return)
+
+
 def test_each_episode_starts_fresh(short_reacher):
     """Episodes in a lifetime start from new random initial states, reproducibly from the key."""
     env = short_reacher

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metarl import envs
-from metarl.evaluate_policy import episode_return, zero_action_return
+from metarl.evaluation import episode_return, zero_action_return
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from metarl import envs
 from metarl.baselines.ppo import PPOConfig, make_train
-from metarl.evaluate_policy import zero_action_return
+from metarl.evaluation import zero_action_return
 from metarl.objectives.ppo_loss import gae
 
 

@@ -108,7 +108,7 @@ def test_reinforce_in_the_harness_beats_the_agent_that_never_updates():
     goal; 20-step episodes) raise the deployed policy's return above the same agents never updated
     (same initialisation, same evaluation episodes)."""
     from metarl import envs
-    from metarl.inner.frozen_objective import make_train
+    from metarl.inner.frozen_objective import deployed_returns, make_train
     from metarl.inner.td3 import TD3Agent, TD3Config
 
     env = envs.make("goal_point", episode_length=20)
@@ -126,7 +126,7 @@ def test_reinforce_in_the_harness_beats_the_agent_that_never_updates():
 
     def never_updated(key, task):  # make_train's own key split: same initial agent, same eval
         k_init, k_eval = jax.random.split(key)
-        return agent.eval_return(agent.init(k_init, task), task, k_eval, 2)
+        return deployed_returns(agent, agent.init(k_init, task), task, k_eval, 2)["eval_return"]
 
     base = np.asarray(jax.jit(jax.vmap(never_updated))(keys, tasks))
     trained = np.asarray(m["eval_return"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from metarl.baselines.ppo import PPOConfig
 from metarl.baselines.ppo import make_train as make_ppo_train
-from metarl.evaluate_policy import episode_return, zero_action_return
+from metarl.evaluation import episode_return, zero_action_return
 from metarl.runs.meta_test_schema import mean_curve, method_result
 
 

@@ -10,25 +10,28 @@ figure is the mean return of the first episode of ``eval_envs`` envs per agent (
 the body terminates). On locomotion bodies each one also has a forward return: the forward-velocity
 part of brax's reward alone (``reward_forward`` / ``reward_run``), so that an objective that only
 teaches standing still (brax's hopper pays +1 per step for staying up) cannot pass for locomotion.
+All of it is ``metarl.evaluation``'s.
 
-``meta_test(...)`` returns {env: {method: entry}} in metarl.runs.meta_test_schema's schema, which
-``metarl.runs.meta_test_schema.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
+``meta_test(env_names, learned, initial, objective, MetaTestConfig(...), seed)`` returns
+{env: {method: entry}} in metarl.runs.meta_test_schema's schema, which
+``meta_test_io.write_meta_test`` writes to meta_test.json, meta_test.csv and meta_test.png.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from metarl import envs as envs_lib
+from metarl import evaluation
 from metarl.baselines import ppo as ppo_lib
 from metarl.baselines.reinforce import reinforce_loss
-from metarl.envs.core import TaskFamily, repeat_task
-from metarl.envs.families import Plain
+from metarl.envs.core import TaskFamily
+from metarl.evaluation import forward_metric
 from metarl.inner import frozen_objective
 from metarl.inner.td3 import TD3Agent, TD3Config
 from metarl.runs.meta_test_schema import mean_curve, method_result
@@ -37,53 +40,6 @@ from metarl.protocols import Objective
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
 FLOORS = ("no_update", "zero_action")  # do-nothing baselines, reported for every env
 TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
-# plain brax bodies that walk or run, and the metric holding their forward-velocity reward
-LOCOMOTION = ("hopper", "halfcheetah", "ant", "walker2d", "humanoid", "swimmer")
-_FORWARD_KEYS = ("reward_forward", "reward_run", "x_velocity")
-
-
-def forward_metric(env: TaskFamily) -> str | None:
-    """The brax ``metrics`` key of the forward-progress reward of a plain locomotion body, or None
-    (non-locomotion bodies, task families whose reward is not brax's)."""
-    if not isinstance(env, Plain) or env.base_env_name not in LOCOMOTION:
-        return None
-    keys = jax.eval_shape(env.base.reset, jax.random.PRNGKey(0)).metrics
-    return next((k for k in _FORWARD_KEYS if k in keys), None)
-
-
-def first_episode_returns(env: TaskFamily, act: Callable, task, key, num_envs: int,
-                          forward: str | None = None) -> dict:
-    """{'return': (), 'forward_return': () if ``forward``}: means over ``num_envs`` envs of the first
-    episode's return and of its forward part, the brax metric ``forward`` summed over the episode.
-
-    act(obs (num_envs, obs_dim), key) -> actions. The same starts and trajectory as
-    ``evaluate_policy.episode_return`` (same reset keys), stepped without auto-reset, so the step that
-    ends an episode keeps its metrics (an auto-reset replaces them with the next episode's)."""
-    k_reset, k_act = jax.random.split(key)
-    tasks = repeat_task(task, num_envs)
-    state = jax.vmap(env.reset)(jax.random.split(k_reset, num_envs), tasks)
-
-    def base_step(bs, action, task):
-        with env.physics(task):
-            nb = env.base.step(bs, action)
-        return nb, env.task_reward(bs, nb, task), env._observe(nb, task)
-
-    def body(carry, k):
-        bs, obs, alive, ret, fwd = carry
-        nb, r, obs = jax.vmap(base_step)(bs, act(obs, k), tasks)
-        ret = ret + alive * r
-        if forward is not None:
-            fwd = fwd + alive * nb.metrics[forward]
-        alive = alive * (1.0 - nb.done)
-        return (nb, obs, alive, ret, fwd), None
-
-    z = jnp.zeros(num_envs)
-    init = (state.brax_state, state.obs, jnp.ones(num_envs), z, z)
-    (_, _, _, ret, fwd), _ = jax.lax.scan(body, init, jax.random.split(k_act, env.episode_length))
-    out = {"return": ret.mean()}
-    if forward is not None:
-        out["forward_return"] = fwd.mean()
-    return out
 
 
 def _prefix(d: dict) -> dict:
@@ -121,39 +77,77 @@ def harness_policy_loss(objective: Objective, sigma: float):
     return factory
 
 
+@dataclasses.dataclass(frozen=True)
+class MetaTestSizes:
+    """A meta-test's budget (a preset's ``test``, recorded as config.json's ``"test"``):
+    ``total_steps`` env steps per agent in ``num_chunks`` chunks (the curve's points),
+    ``num_seeds`` agents per (env, method), each evaluated on ``eval_envs`` envs."""
+
+    total_steps: int
+    num_chunks: int
+    num_seeds: int
+    eval_envs: int = 8
+
+    def validate(self) -> "MetaTestSizes":
+        for f in ("total_steps", "num_chunks", "num_seeds", "eval_envs"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"meta-test {f} must be a positive integer, got {getattr(self, f)}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTestConfig:
+    """Everything ``meta_test`` trains with: the TD3 harness's agents (``td3``), PPO's settings
+    (``ppo``; its ``total_steps`` is replaced by the budget's), the budget and the task split."""
+
+    td3: TD3Config
+    sizes: MetaTestSizes
+    ppo: ppo_lib.PPOConfig = ppo_lib.PPOConfig()
+    split: str = "test"
+
+    def validate(self) -> "MetaTestConfig":
+        from metarl.envs.core import check_split
+
+        self.td3.validate()
+        self.sizes.validate()
+        self.ppo_config.validate()
+        check_split(self.split)
+        return self
+
+    @property
+    def ppo_config(self) -> ppo_lib.PPOConfig:
+        """PPO at the meta-test's budget."""
+        return dataclasses.replace(self.ppo, total_steps=self.sizes.total_steps)
+
+
 def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forward: str | None):
     """train(key, task) -> metrics: PPO, then its deployed policy's first-episode returns."""
-    from brax.training.acme import running_statistics
-
-    from metarl.networks import GaussianPolicy
-
-    policy = GaussianPolicy(env.action_size, cfg.hidden, cfg.init_log_std)
     # PPO's own evaluation is replaced by the one below (same protocol, with the forward part)
     train = ppo_lib.make_train(env, dataclasses.replace(cfg, eval_envs=1))
+    policy_of = ppo_lib.deployed_policy(env, cfg)
 
     def run(key, task):
         state, m = train(key, task)
-
-        def act(obs, k):
-            o = running_statistics.normalize(obs, state.obs_stats) if cfg.normalize_observations else obs
-            mean, log_std = policy.apply(state.params["policy"], o)
-            return mean if cfg.deterministic_eval else mean + jnp.exp(log_std) * jax.random.normal(k, mean.shape)
-
-        ev = first_episode_returns(env, act, task, jax.random.fold_in(key, 11), eval_envs, forward)
+        act = evaluation.gaussian(policy_of(state), sampled=not cfg.deterministic_eval)
+        ev = evaluation.first_episode_returns(env, act, task, jax.random.fold_in(key, 11), eval_envs, forward)
         return {"episode_return": m["episode_return"], "env_steps": m["env_steps"], **_prefix(ev)}
 
     return run
 
 
 def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
-              td3_config: TD3Config, total_steps: int, num_chunks: int, num_seeds: int, seed: int,
-              ppo_config: ppo_lib.PPOConfig | None = None, methods: Sequence[str] = METHODS,
-              split: str = "test", eval_envs: int = 8, log=print) -> dict:
-    """Trains ``num_seeds`` fresh agents per (env, method) on tasks of ``split``; every method sees
-    the same seeds and tasks. Returns {env: {method: entry}} (metarl.runs.meta_test_schema's schema) for
-    the methods and the FLOORS (return(s): the deployed policy after ``total_steps`` env steps;
-    forward_return(s) on locomotion bodies; curve: training-episode returns per chunk, for the
-    methods)."""
+              config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print) -> dict:
+    """Trains ``config.sizes.num_seeds`` fresh agents per (env, method) on tasks of
+    ``config.split``; every method sees the same seeds and tasks. Returns {env: {method: entry}}
+    (metarl.runs.meta_test_schema's schema) for the methods and the FLOORS (return(s): the deployed policy
+    after ``total_steps`` env steps; forward_return(s) on locomotion bodies; curve: training-episode
+    returns per chunk, for the methods)."""
+    config.validate()
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
+    td3_config, sz = config.td3, config.sizes
+    num_seeds, eval_envs = sz.num_seeds, sz.eval_envs
     weights = {"learned": (1.0, 0.0, 0.0), "initial_loss": (1.0, 0.0, 0.0), "td3": (0.0, 1.0, 0.0),
                "reinforce": (0.0, 0.0, 1.0)}
     alphas = {"initial_loss": initial_alpha}
@@ -162,21 +156,18 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
         env = envs_lib.make(name)
         fwd = forward_metric(env)
         keys = jax.random.split(jax.random.PRNGKey(seed + 1000), num_seeds)
-        tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), split))(keys)
+        tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), config.split))(keys)
         res = {}
-
-        def evaluate(agent, s, task, key):
-            act = lambda o, k: agent.pi(s.policy, o)
-            return _prefix(first_episode_returns(env, act, task, key, eval_envs, fwd))
 
         def floors(key, task):
             """no_update: the harness's fresh agents (same init and eval keys), never updated."""
             agent = TD3Agent(env, td3_config)
             k_init, k_eval = jax.random.split(key)
             s0 = agent.init(k_init, task)
-            zero = lambda o, k: jnp.zeros((o.shape[0], env.action_size))
-            return {"no_update": evaluate(agent, s0, task, k_eval),
-                    "zero_action": _prefix(first_episode_returns(env, zero, task, k_eval, eval_envs, fwd))}
+            zero = evaluation.first_episode_returns(env, evaluation.zero_action(env), task, k_eval,
+                                                    eval_envs, fwd)
+            return {"no_update": frozen_objective.deployed_returns(agent, s0, task, k_eval, eval_envs, fwd),
+                    "zero_action": _prefix(zero)}
 
         t0 = time.time()
         fl = jax.jit(jax.vmap(floors))(keys, tasks)
@@ -186,9 +177,9 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
         harness = [m for m in methods if m in TD3_HARNESS]
         if harness:
             t0 = time.time()
-            train = frozen_objective.make_train(env, td3_config, total_steps, num_chunks,
+            train = frozen_objective.make_train(env, td3_config, sz.total_steps, sz.num_chunks,
                                                 harness_policy_loss(objective, td3_config.expl_noise),
-                                                evaluate=evaluate)
+                                                eval_envs=eval_envs, forward=fwd)
             M = len(harness)
             params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),
                       "alpha": jax.tree_util.tree_map(
@@ -201,8 +192,7 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
             log(f"meta-test {name}: TD3 harness ({', '.join(harness)}) [{time.time() - t0:.0f}s]")
         if "ppo" in methods:
             t0 = time.time()
-            cfg = dataclasses.replace(ppo_config or ppo_lib.PPOConfig(), total_steps=total_steps)
-            metrics = jax.jit(jax.vmap(_ppo_program(env, cfg, eval_envs, fwd)))(keys, tasks)
+            metrics = jax.jit(jax.vmap(_ppo_program(env, config.ppo_config, eval_envs, fwd)))(keys, tasks)
             res["ppo"] = _summ(metrics)
             log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
         for m in [*methods, *FLOORS]:
@@ -217,13 +207,13 @@ EVALUATION = ("deployed policy, first episode per eval env: TD3-harness policies
               "exploration noise), PPO sampled from its Gaussian")
 
 
-def meta_test_summary(results: dict, train_names, test_names, test_cfg: dict, methods) -> dict:
+def meta_test_summary(results: dict, train_names, test_names, sizes: MetaTestSizes, methods) -> dict:
     """``summary.json["meta_test"]`` of a MetaGenRL run (either outer loop): the first test env's
-    ``<method>_return`` flat, every env's returns under ``per_env``; ``test_cfg`` the preset's test sizes."""
+    ``<method>_return`` flat, every env's returns under ``per_env``; ``sizes`` the preset's test budget."""
     first = results[test_names[0]]
     return {
-        "env": test_names[0], "test_env_steps": test_cfg["total_steps"], "seeds": test_cfg["num_seeds"],
-        "eval_envs": test_cfg["eval_envs"], "methods": list(methods), "evaluation": EVALUATION,
+        "env": test_names[0], "test_env_steps": sizes.total_steps, "seeds": sizes.num_seeds,
+        "eval_envs": sizes.eval_envs, "methods": list(methods), "evaluation": EVALUATION,
         "seen_envs": [e for e in test_names if e in train_names],
         "unseen_envs": [e for e in test_names if e not in train_names],
         **{f"{m}_return": (first[m]["return"] if m in first else None) for m in (*METHODS, *FLOORS)},

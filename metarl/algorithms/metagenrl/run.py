@@ -15,12 +15,40 @@ import dataclasses
 import time
 
 from metarl.runs import driver as runner
+from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
+from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
+from metarl.baselines.ppo import PPOConfig
+from metarl.algorithms.metagenrl.meta_test import METHODS, MetaTestSizes
 from metarl.runs.run_dir import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
 # flags of one outer loop only: given with the other, they are refused (exit 2)
 METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step", "meta_lr", "warm_start_steps")
 ES_ONLY = ("population", "generations")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One MetaGenRL preset. train_envs / test_envs: comma-separated env names; metagrad: the
+    ``--outer metagrad`` config (its td3: the agents'); es: the ``--outer es`` config; test: the
+    meta-test's budget; ppo: the meta-test PPO baseline's settings (total_steps: the budget's);
+    methods: the meta-test methods."""
+
+    train_envs: str
+    test_envs: str
+    metagrad: MetaGenRLConfig
+    es: MetaGenRLESConfig
+    test: MetaTestSizes
+    ppo: PPOConfig
+    methods: tuple = METHODS
+
+    def validate(self) -> "Preset":
+        for cfg in (self.metagrad, self.es, self.test, self.ppo):
+            cfg.validate()
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
+        return self
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,9 +98,9 @@ def parse_envs(text: str, flag: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What ``build`` needs: the preset's dict, the checked config, envs and meta-test methods."""
+    """What ``build`` needs: the preset, the checked config, envs and meta-test methods."""
 
-    preset: dict
+    preset: Preset
     cfg: object  # MetaGenRLConfig (metagrad) or MetaGenRLESConfig (es)
     train_names: list
     test_names: list
@@ -82,13 +110,15 @@ class Settings:
 
 def configure(args, presets: dict) -> runner.Plan:
     """Preset plus CLI overrides; raises ConfigError naming any bad value."""
-    from metarl.algorithms.metagenrl.meta_test import METHODS
-
     preset, why = resolve_preset(args.preset)
-    sizes = presets[preset]
-    train_names = parse_envs(sizes["train_envs"] if args.train_envs is None else args.train_envs, "--train-envs")
-    test_names = parse_envs(sizes["test_envs"] if args.test_envs is None else args.test_envs, "--test-envs")
-    methods = tuple(sizes.get("methods", METHODS))
+    chosen: Preset = presets[preset]
+    try:
+        chosen.validate()
+    except ValueError as e:
+        raise ConfigError(f"preset {preset!r}: {e}") from None
+    train_names = parse_envs(chosen.train_envs if args.train_envs is None else args.train_envs, "--train-envs")
+    test_names = parse_envs(chosen.test_envs if args.test_envs is None else args.test_envs, "--test-envs")
+    methods = tuple(chosen.methods)
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         bad = [m for m in methods if m not in METHODS]
@@ -106,50 +136,36 @@ def configure(args, presets: dict) -> runner.Plan:
     envs_text = f"train {','.join(train_names)} -> test {','.join(test_names)}"
     config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods)}
     if args.outer == "es":
-        cfg = es_config(sizes, args)
+        cfg = es_config(chosen, args)
         return runner.Plan(preset, why, (cfg.es.population_size, "population"), envs_text,
                            {"outer": "es", **config, "config": dataclasses.asdict(cfg)},
                            counts={"generations": cfg.es.generations},
-                           algo=Settings(sizes, cfg, train_names, test_names, methods, "es"),
+                           algo=Settings(chosen, cfg, train_names, test_names, methods, "es"),
                            extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
-    cfg = metagrad_config(sizes, args)
+    cfg = metagrad_config(chosen, args)
     return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
                        {**config, "config": dataclasses.asdict(cfg)},
                        counts={"meta_iterations": cfg.meta_iterations},
-                       algo=Settings(sizes, cfg, train_names, test_names, methods, "metagrad"))
+                       algo=Settings(chosen, cfg, train_names, test_names, methods, "metagrad"))
 
 
-def metagrad_config(sizes: dict, args):
-    """The ``--outer metagrad`` configuration: the preset's ``meta`` and ``td3`` sizes plus flags."""
-    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
-    from metarl.inner.td3 import TD3Config
-
-    meta = dict(sizes["meta"])
-    for field in METAGRAD_ONLY:
-        if getattr(args, field) is not None:
-            meta[field] = getattr(args, field)
+def metagrad_config(preset: Preset, args) -> MetaGenRLConfig:
+    """The ``--outer metagrad`` configuration: the preset's ``metagrad`` plus flags."""
+    flags = {f: getattr(args, f) for f in METAGRAD_ONLY if getattr(args, f) is not None}
     try:
-        return MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **meta).validate()
+        return dataclasses.replace(preset.metagrad, **flags).validate()
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
 
-def es_config(sizes: dict, args):
-    """The ``--outer es`` configuration: the preset's ``es`` sizes, --population, --generations."""
-    from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
-    from metarl.inner.td3 import TD3Config
-    from metarl.outer.es import ESConfig
-
-    es = dict(sizes["es"])
-    td3 = dict(sizes["td3"], **es.pop("td3", {}))
-    es_fields = {"population_size": es.pop("population_size"), "generations": es.pop("generations"),
-                 "schedule_generations": args.schedule_generations}
+def es_config(preset: Preset, args) -> MetaGenRLESConfig:
+    """The ``--outer es`` configuration: the preset's ``es``, --population, --generations."""
+    es_fields = {"schedule_generations": args.schedule_generations}
     for flag, field in (("population", "population_size"), ("generations", "generations")):
         if getattr(args, flag) is not None:
             es_fields[field] = getattr(args, flag)
     try:
-        return MetaGenRLESConfig(td3=TD3Config(**td3), es=ESConfig(task_shaping="z_score", **es_fields),
-                                 **es).validate()
+        return dataclasses.replace(preset.es, es=dataclasses.replace(preset.es.es, **es_fields)).validate()
     except ValueError as e:
         msg = str(e).replace("population_size", "--population").replace("generations must", "--generations must")
         raise ConfigError(msg) from None
@@ -210,7 +226,8 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
         return _meta_test(s, alpha, initial_alpha, trainer.objective, seed, history, {
             "outer": "metagrad", "meta_iterations": I, "agents": cfg.agents_per_env * E,
             "env_steps": I * steps_per_it,
-            "config": {"td3": dataclasses.asdict(cfg.td3), "meta": meta, "test": s.preset["test"]}},
+            "config": {"td3": dataclasses.asdict(cfg.td3), "meta": meta,
+                       "test": dataclasses.asdict(s.preset.test)}},
             title=f"MetaGenRL meta-test (meta-trained on {', '.join(names)})")
 
     fresh = {"meta_state": state, "iteration": np.int32(0), "returns": nan(I, E),
@@ -274,7 +291,7 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
             "fitness": "mean over meta-training envs of each env's final deployed-policy return, "
                        + {"z_score": "z-scored over the population per env", "none": "raw",
                           "centered_rank": "centred ranks over the population per env"}[cfg.es.task_shaping],
-            "config": {"es": dataclasses.asdict(cfg), "test": s.preset["test"]}},
+            "config": {"es": dataclasses.asdict(cfg), "test": dataclasses.asdict(s.preset.test)}},
             title=f"MetaGenRL objective evolved by ES (meta-trained on {', '.join(names)})")
 
     fresh = {"es_state": es_state, "key": k_run, "generation": np.int32(0), "fitness_mean": nan(G),
@@ -286,14 +303,12 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
 
 def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, keys: dict,
                title: str) -> runner.Outcome:
-    """Fresh agents, no warm start, no objective updates, on every test env (metarl/algorithms/metagenrl/meta_test.py)."""
-    from metarl.baselines.ppo import PPOConfig
-    from metarl.algorithms.metagenrl.meta_test import meta_test, meta_test_summary, results_table
+    """Fresh agents, no warm start, no objective updates, on every test env (metarl/metagenrl_eval.py)."""
+    from metarl.algorithms.metagenrl.meta_test import MetaTestConfig, meta_test, meta_test_summary, results_table
 
-    test = s.preset["test"]
-    results = meta_test(s.test_names, alpha, alpha0, objective, s.cfg.td3, test["total_steps"],
-                        test["num_chunks"], test["num_seeds"], seed, ppo_config=PPOConfig(**s.preset["ppo"]),
-                        methods=s.methods, eval_envs=test["eval_envs"])
+    test = s.preset.test
+    config = MetaTestConfig(td3=s.cfg.td3, sizes=test, ppo=s.preset.ppo)
+    results = meta_test(s.test_names, alpha, alpha0, objective, config, seed, methods=s.methods)
     summary = {"algorithm": "metagenrl",
                "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
                "train_envs": s.train_names, "test_envs": s.test_names, **keys,
