@@ -32,7 +32,7 @@ from metarl.algorithms.epg import run as epg_run
 from metarl.algorithms.epg.algorithm import EPG
 from metarl.algorithms.epg.meta_test import EVALUATION, epg_meta_test
 from metarl.algorithms.metagenrl import run as metagenrl_run
-from metarl.algorithms.metagenrl.meta_test import meta_test_summary
+from metarl.algorithms.metagenrl.meta_test import meta_test, meta_test_summary
 from metarl.objectives import registry
 from metarl.objectives.backward_lstm import BackwardLSTMObjective
 from metarl.runs.checkpoint import load_params
@@ -171,12 +171,12 @@ def _apply_epg(saved: SavedObjective, env_name: str, split: str, agents: int, se
 
 
 def _apply_metagenrl(saved: SavedObjective, env_name: str, split: str, agents: int, seed: int):
-
     s = saved.settings
-    results = metagenrl_run.run_meta_test(s, [env_name], saved.params, saved.initial_params, saved.objective, seed,
-                                     split=split, agents=agents)
+    config = metagenrl_run.meta_test_config(s, split, agents)
+    results = meta_test([env_name], saved.params, saved.initial_params, saved.objective, config, seed,
+                        methods=s.methods)
     seen = [env_name] if env_name in s.train_names else []
-    summary = meta_test_summary(results, s.train_names, [env_name], metagenrl_run.meta_test_settings(s), s.methods)
+    summary = meta_test_summary(results, s.train_names, [env_name], config.sizes, s.methods)
     return results, dict(summary, split=split), seen
 
 
@@ -217,8 +217,7 @@ def main(argv=None) -> dict:
 
 
 def algo_agents(saved: SavedObjective) -> int:
-
-    return metagenrl_run.meta_test_settings(saved.settings).num_seeds
+    return metagenrl_run.meta_test_config(saved.settings).sizes.num_seeds
 
 
 if __name__ == "__main__":

@@ -87,3 +87,24 @@ def test_apply_refuses_a_directory_that_is_not_a_run(tmp_path, capsys):
         last = err.strip().splitlines()[-1]
         assert code == 2 and message in last, last
         assert not out.exists()
+
+
+@pytest.mark.e2e
+def test_apply_trains_agents_with_a_metagenrl_objective_on_another_body(tmp_path):
+    """MetaGenRL's L_alpha (one alpha for any body): saved by a tiny run on random_reacher, used by
+    python -m metarl.apply on goal_point, with the harness's baselines and the floors."""
+    from experiments.metagenrl import main as metagenrl_main
+
+    run_dir = tmp_path / "metagenrl"
+    metagenrl_main(["--preset", "smoke", "--seed", "5", "--meta-iterations", "1",
+                    "--methods", "learned,initial_loss,td3", "--run-dir", str(run_dir)])
+    saved = metarl.load_objective(run_dir)
+    assert saved.algorithm == "metagenrl" and saved.settings.outer == "metagrad"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    out = tmp_path / "applied"
+    apply_cli.main([str(run_dir), "--env", "goal_point", "--agents", "2", "--run-dir", str(out)])
+    results = json.loads((out / "meta_test.json").read_text())
+    assert list(results) == ["goal_point"]
+    assert set(results["goal_point"]) == {"learned", "initial_loss", "td3", "no_update", "zero_action"}
+    assert all(len(m["returns"]) == 2 and np.isfinite(m["return"]) for m in results["goal_point"].values())
+    assert summary["meta_test"]["learned_return"] is not None

@@ -18,7 +18,8 @@ from metarl.runs import driver as runner
 from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
 from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
 from metarl.baselines.ppo import PPOConfig
-from metarl.algorithms.metagenrl.meta_test import METHODS, MetaTestSizes
+from metarl.algorithms.metagenrl.meta_test import (METHODS, MetaTestConfig, MetaTestSizes, meta_test,
+                                                   meta_test_summary, results_table)
 from metarl.runs.run_dir import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
@@ -301,14 +302,18 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
                        history=("fitness_mean", "fitness_max", "returns", "gen_s"))
 
 
+def meta_test_config(s: Settings, split: str = "test", agents: int | None = None) -> MetaTestConfig:
+    """The run's meta-test settings (the preset's budget, PPO and the run's TD3 harness); ``agents``
+    replaces the agents per (env, method)."""
+    sizes = s.preset.test if agents is None else dataclasses.replace(s.preset.test, num_seeds=agents)
+    return MetaTestConfig(td3=s.cfg.td3, sizes=sizes, ppo=s.preset.ppo, split=split)
+
+
 def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, keys: dict,
                title: str) -> runner.Outcome:
-    """Fresh agents, no warm start, no objective updates, on every test env (metarl/metagenrl_eval.py)."""
-    from metarl.algorithms.metagenrl.meta_test import MetaTestConfig, meta_test, meta_test_summary, results_table
-
+    """Fresh agents, no warm start, no objective updates, on every test env (meta_test.py)."""
     test = s.preset.test
-    config = MetaTestConfig(td3=s.cfg.td3, sizes=test, ppo=s.preset.ppo)
-    results = meta_test(s.test_names, alpha, alpha0, objective, config, seed, methods=s.methods)
+    results = meta_test(s.test_names, alpha, alpha0, objective, meta_test_config(s), seed, methods=s.methods)
     summary = {"algorithm": "metagenrl",
                "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
                "train_envs": s.train_names, "test_envs": s.test_names, **keys,
