@@ -15,6 +15,7 @@ import optax
 from brax.training.acme import running_statistics, specs
 from flax import struct
 
+from metarl.checks import require_positive
 from metarl.envs.core import TaskFamily, repeat_task
 from metarl.evaluation import gaussian_policy_returns
 from metarl.inner.lifetime import learn
@@ -54,9 +55,7 @@ class PPOConfig:
         return max(1, self.total_steps // self.steps_per_update)
 
     def validate(self) -> "PPOConfig":
-        for f in ("total_steps", "num_envs", "unroll_length", "num_minibatches", "update_epochs"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"PPO {f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("total_steps", "num_envs", "unroll_length", "num_minibatches", "update_epochs"), prefix="PPO ")
         if self.steps_per_update % self.num_minibatches:
             raise ValueError(f"PPO num_envs * unroll_length = {self.steps_per_update} must be divisible"
                              f" by num_minibatches = {self.num_minibatches}")

@@ -140,20 +140,25 @@ class TaskFamily:
             steps=zero, episode_return=zero, completed_return=zero, task=task, key=k_next,
         )
 
-    def _step(self, state: EnvState, action: jax.Array) -> EnvState:
-        """One step; at episode end (terminal or time limit) the state resets to a fresh random
-        initial state drawn with a split of ``state.key`` (computed every step, selected on done)."""
-        k_next, k_reset = jax.random.split(state.key)
+    def _advance(self, state: EnvState, action: jax.Array):
+        """The part of a step shared by ``step`` and ``step_no_reset``: (brax state after the action,
+        reward, steps, done, truncated, observation, episode return so far)."""
         with self.physics(state.task):
             bs = self.base.step(state.brax_state, action)
-            fresh = self.base_reset(k_reset, state.task)
         reward = self.task_reward(state.brax_state, bs, state.task)
         steps = state.steps + 1
         terminal = bs.done
         truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
         done = jnp.maximum(terminal, truncated)
-        final_obs = self.observe(bs, state.task)
-        ep_ret = state.episode_return + reward
+        return bs, reward, steps, done, truncated, self.observe(bs, state.task), state.episode_return + reward
+
+    def _step(self, state: EnvState, action: jax.Array) -> EnvState:
+        """One step; at episode end (terminal or time limit) the state resets to a fresh random
+        initial state drawn with a split of ``state.key`` (computed every step, selected on done)."""
+        k_next, k_reset = jax.random.split(state.key)
+        bs, reward, steps, done, truncated, final_obs, ep_ret = self._advance(state, action)
+        with self.physics(state.task):
+            fresh = self.base_reset(k_reset, state.task)
 
         def pick(new, cur):
             return jnp.where(done > 0, new, cur)
@@ -177,15 +182,7 @@ class TaskFamily:
         ``brax_state`` keeps the step's metrics even where it ends the episode (``step`` replaces
         them with the next episode's); for evaluating a first episode. ``done`` and ``truncated``
         are as in ``step``; stepping on past an end is undefined (callers mask it out)."""
-        with self.physics(state.task):
-            bs = self.base.step(state.brax_state, action)
-        reward = self.task_reward(state.brax_state, bs, state.task)
-        steps = state.steps + 1
-        terminal = bs.done
-        truncated = jnp.where((steps >= self.episode_length) & (terminal == 0), 1.0, 0.0)
-        done = jnp.maximum(terminal, truncated)
-        obs = self.observe(bs, state.task)
-        ep_ret = state.episode_return + reward
+        bs, reward, steps, done, truncated, obs, ep_ret = self._advance(state, action)
         return state.replace(brax_state=bs, obs=obs, final_obs=obs, reward=reward, done=done,
                              truncated=truncated, steps=steps, episode_return=ep_ret,
                              completed_return=jnp.where(done > 0, ep_ret, 0.0))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from metarl.checks import require_positive
 from metarl.envs.core import TaskFamily
 from metarl.inner import replay as rb
 from metarl.networks import DeterministicPolicy, TwinCritic
@@ -43,9 +44,7 @@ class TD3Config:
     reward_scale: float = 1.0
 
     def validate(self) -> "TD3Config":
-        for f in ("policy_delay", "replay_size", "batch_size", "seq_len"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"TD3 {f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("policy_delay", "replay_size", "batch_size", "seq_len"), prefix="TD3 ")
         if not 0.0 <= self.polyak <= 1.0:
             raise ValueError(f"TD3 polyak must lie in [0, 1], got {self.polyak}")
         return self

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metarl import envs as envs_lib
+from metarl.checks import require_positive
 from metarl import evaluation
 from metarl.baselines import ppo as ppo_lib
 from metarl.baselines.reinforce import reinforce_loss
@@ -89,9 +90,7 @@ class MetaTestSizes:
     eval_envs: int = 8
 
     def validate(self) -> "MetaTestSizes":
-        for f in ("total_steps", "num_chunks", "num_seeds", "eval_envs"):
-            if getattr(self, f) <= 0:
-                raise ValueError(f"meta-test {f} must be a positive integer, got {getattr(self, f)}")
+        require_positive(self, ("total_steps", "num_chunks", "num_seeds", "eval_envs"), prefix="meta-test ")
         return self
 
 
