@@ -119,6 +119,10 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         algo=Settings(env_name, cfg, test_agents, p.episode_length, eval_every, ppo_cfg))
 
 
+def _shown(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
     """The whole resumable state of a meta-training run (a pytree of arrays)."""
     import numpy as np
@@ -185,7 +189,8 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         held_out = (f" | held-out: mean {rec['eval_mean']:.2f} vs best {rec['eval_best']:.2f}"
                     if "eval_mean" in rec else "")
         progress = (f"gen {g + 1}/{G} fitness mean {mean_f:9.2f} max {rec['fitness_max']:9.2f} "
-                    f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} "
+                    f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} ties={rec['fitness_ties']:.2f} "
+                    f"grad-cos={_shown(rec['es_grad_cosine'])} "
                     f"{rec['env_steps_per_s']:,.0f} env-steps/s{held_out}")
         return run, rec, progress
 
