@@ -41,10 +41,13 @@ def _algorithms() -> dict:
 
 
 def strategies() -> tuple[str, ...]:
-    """Names of evosax's distribution-based algorithms (Open_ES, SNES, PGPE, CMA_ES, ...)."""
-    return tuple(sorted(_algorithms()))
+    """Names of evosax's distribution-based algorithms usable here (Open_ES, SNES, PGPE, CMA_ES, ...)."""
+    return tuple(sorted(set(_algorithms()) - set(TRUNCATED)))
 
 
+# evosax's truncated-ES strategies: they carry each member's perturbation across unrolls of one
+# lifetime (state persisted between ES steps), which whole-lifetime generations do not have
+TRUNCATED = ("PersistentES", "NoiseReuseES")
 FITNESS_SHAPINGS = ("centered_rank", "z_score", "identity")
 TASK_SHAPINGS = ("none", "z_score", "centered_rank")
 
@@ -75,6 +78,10 @@ class ESConfig:
         return self.generations if self.schedule_generations is None else self.schedule_generations
 
     def validate(self) -> "ESConfig":
+        if self.strategy in TRUNCATED:
+            raise ValueError(f"strategy {self.strategy} is truncated ES (a perturbation kept over unrolls of one "
+                             "lifetime); here every generation runs whole lifetimes, so its accumulator would "
+                             "span generations: expected a whole-lifetime strategy (Open_ES, SNES, PGPE, ...)")
         if self.strategy not in _algorithms():
             raise ValueError(f"unknown ES strategy {self.strategy!r}; expected one of "
                              f"{', '.join(strategies())}")

@@ -71,3 +71,11 @@ def test_antithetic_pairs_share_tasks_agent_and_evaluation_keys_under_common_ran
     no_crn = EPG(envs.make("goal_point"), dataclasses.replace(cfg, common_random_numbers=False))
     ind, _ = jax.jit(no_crn.fitness_fn)(same, jax.random.PRNGKey(2), 0)
     assert not np.allclose(ind[:2], ind[2:])
+
+
+def test_truncated_es_strategies_are_refused_in_one_line():
+    import pytest
+
+    for name in ("PersistentES", "NoiseReuseES"):
+        with pytest.raises(ValueError, match=f"strategy {name} is truncated ES"):
+            ESConfig(strategy=name).validate()

@@ -75,7 +75,7 @@ class Settings:
 def configure(args, presets: dict, env_name: str) -> runner.Plan:
     """Applies CLI overrides to the preset; raises ConfigError naming any bad value."""
     from metarl.algorithms.epg.meta_test import meta_test_ppo_config
-    from metarl.outer.es import strategies
+    from metarl.outer.es import TRUNCATED, strategies
 
     preset_name, reason = resolve_preset(args.preset)
     p = presets[preset_name]
@@ -97,7 +97,7 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                                                 else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
     test_agents = args.test_agents if args.test_agents is not None else p.test_agents
-    if args.strategy is not None and args.strategy not in strategies():
+    if args.strategy is not None and args.strategy not in strategies() + TRUNCATED:
         raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(strategies())}")
     try:
         cfg.validate()
