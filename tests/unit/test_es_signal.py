@@ -79,3 +79,16 @@ def test_truncated_es_strategies_are_refused_in_one_line():
     for name in ("PersistentES", "NoiseReuseES"):
         with pytest.raises(ValueError, match=f"strategy {name} is truncated ES"):
             ESConfig(strategy=name).validate()
+
+
+def test_lifetime_fitness_final_or_area_under_the_curve():
+    from metarl.algorithms.epg.algorithm import EPGConfig, lifetime_fitness
+
+    nan = jnp.nan
+    m = {"eval_return": jnp.array([[5.0, 7.0]]), "curve": jnp.array([[[1.0, nan, 3.0], [nan, nan, nan]]])}
+    np.testing.assert_allclose(lifetime_fitness(m, "final"), [[5.0, 7.0]])
+    np.testing.assert_allclose(lifetime_fitness(m, "auc"), [[2.0, 7.0]])  # no episode: the final return
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown fitness 'best'"):
+        EPGConfig(fitness="best").validate()

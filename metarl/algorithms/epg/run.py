@@ -52,6 +52,12 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
     ap.add_argument("--no-antithetic", action="store_true")
+    ap.add_argument("--fitness", default=None, choices=("final", "auc"),
+                    help="a member's fitness on a task: final (the paper: return after the lifetime) or "
+                         "auc (mean return over the lifetime's episodes: trains faster)")
+    ap.add_argument("--task-shaping", default=None, choices=("none", "z_score", "centered_rank"),
+                    help="shape each task's fitness across members before the mean over tasks "
+                         "(default none: the raw mean; then centred ranks across members, as openai/EPG)")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=None,
@@ -89,10 +95,13 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                  if v is not None}
     if args.no_antithetic:
         overrides["antithetic"] = False
+    if args.task_shaping is not None:
+        overrides["task_shaping"] = args.task_shaping
     es = dataclasses.replace(cfg.es, **overrides)
     cfg = dataclasses.replace(cfg, lifetime=life, es=es,
                               objective=cfg.objective if args.objective is None else args.objective,
                               context_gradient=cfg.context_gradient and not args.no_context_gradient,
+                              fitness=cfg.fitness if args.fitness is None else args.fitness,
                               tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
                                                 else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
@@ -204,7 +213,8 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         fm = run["fitness_mean"]
         tenth = max(1, G // 10)
         summary = {
-            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective,
+            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective, "fitness": cfg.fitness,
+            "task_shaping": cfg.es.task_shaping,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
             "env_steps": steps_per_gen * G,
