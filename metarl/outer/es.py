@@ -69,6 +69,9 @@ class ESConfig:
     # within each task, across members, before the mean over tasks (fitness of shape (P, tasks)):
     # "none" (the raw mean), "z_score" (over the finite members) or "centered_rank"
     task_shaping: str = "none"
+    # evaluate every generation's population a second time on another common-random-numbers draw
+    # (twice the cost) and report fitness_noise_ratio; the ES step uses the first draw only
+    noise_probe: bool = False
     # the G that the lr decay (and an algorithm's own schedules) span; None: ``generations``. A run
     # extended past its original G keeps its schedules (the recorded first G generations never change).
     schedule_generations: int | None = None
@@ -201,6 +204,15 @@ def fitness_ties(fitness: jax.Array, tol: float = 1e-6) -> jax.Array:
     return close.any(axis=1).mean()
 
 
+def fitness_noise_ratio(first: jax.Array, second: jax.Array) -> jax.Array:
+    """Signal over noise of members' fitness from two draws of tasks and keys, (P,), (P,) -> ():
+    the std over members of their mean fitness over the std of a member's own draw-to-draw noise
+    (std of (first - second) / sqrt 2). About 0 where members' differences are noise."""
+    ok = jnp.isfinite(first) & jnp.isfinite(second)
+    mean, diff = jnp.where(ok, (first + second) / 2, jnp.nan), jnp.where(ok, first - second, jnp.nan)
+    return jnp.nanstd(mean) / (jnp.nanstd(diff) / jnp.sqrt(2.0) + 1e-12)
+
+
 def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
 
@@ -214,6 +226,7 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
 
     def generation(es_state, key):
         k_ask, k_fit, k_tell = jax.random.split(key, 3)
+        reduce = lambda r: shape_per_task(r, cfg.task_shaping) if r.ndim == 2 else r  # noqa: E731
         g = es_state.generation_counter  # this generation's index (tell advances it)
         mean = es.get_mean(es_state)
         population, es_state = es.ask(k_ask, es_state, es_params)
@@ -237,6 +250,10 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
                     population, mean, task_returns, cfg.task_shaping)}
         if task_returns is not None:
             info["task_returns"] = task_returns
+        if cfg.noise_probe:  # the same members on a second draw (a key this generation uses nowhere else)
+            second = fitness_fn(population, jax.random.fold_in(k_fit, 1), g)
+            second = second[0] if isinstance(second, tuple) else second
+            info["fitness_noise_ratio"] = fitness_noise_ratio(returns, reduce(second))
         if aux is not None:
             info["fitness_aux"] = aux
         return es_state, info

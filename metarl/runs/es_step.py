@@ -33,4 +33,6 @@ def es_generation_step(compiled, run: dict, g: int, env_steps: int, finite_or_no
     rec = {"generation": g + 1, "fitness_mean": num(info["mean"]), "fitness_max": num(info["max"]),
            "fitness_min": num(info["min"]), "nonfinite": int(info["nonfinite"]),
            "fitness_ties": float(info["fitness_ties"]), "es_grad_cosine": _finite(info["es_grad_cosine"])}
+    if "fitness_noise_ratio" in info:
+        rec["fitness_noise_ratio"] = _finite(info["fitness_noise_ratio"])
     return run, info, rec, dt, env_steps / dt

@@ -92,3 +92,12 @@ def test_lifetime_fitness_final_or_area_under_the_curve():
 
     with pytest.raises(ValueError, match="unknown fitness 'best'"):
         EPGConfig(fitness="best").validate()
+
+
+def test_fitness_noise_ratio_separates_signal_from_noise():
+    from metarl.outer.es import fitness_noise_ratio
+
+    signal = jnp.linspace(-1.0, 1.0, 16)
+    noise = lambda k: 0.01 * jax.random.normal(jax.random.PRNGKey(k), (16,))  # noqa: E731
+    assert float(fitness_noise_ratio(signal + noise(0), signal + noise(1))) > 10
+    assert float(fitness_noise_ratio(noise(2), noise(3))) < 3

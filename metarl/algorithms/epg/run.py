@@ -52,6 +52,9 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
     ap.add_argument("--no-antithetic", action="store_true")
+    ap.add_argument("--noise-probe", action="store_true",
+                    help="evaluate each generation's members on a second draw of tasks and seeds (twice the "
+                         "cost) and log fitness_noise_ratio, members' signal over their draw-to-draw noise")
     ap.add_argument("--fitness", default=None, choices=("final", "auc"),
                     help="a member's fitness on a task: final (the paper: return after the lifetime) or "
                          "auc (mean return over the lifetime's episodes: trains faster)")
@@ -95,6 +98,8 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                  if v is not None}
     if args.no_antithetic:
         overrides["antithetic"] = False
+    if args.noise_probe:
+        overrides["noise_probe"] = True
     if args.task_shaping is not None:
         overrides["task_shaping"] = args.task_shaping
     es = dataclasses.replace(cfg.es, **overrides)
