@@ -25,6 +25,7 @@ def run_exp(args, timeout=600, **kw):
     (["--population", "5"], "population_size=5 must be even"),
     (["--population", "0"], "population_size must be a positive integer, got 0"),
     (["--strategy", "Foo_ES"], "unknown --strategy 'Foo_ES'"),
+    (["--strategy", "PersistentES"], "strategy PersistentES is truncated ES"),
     (["--lifetime-steps", "100"], "lifetime_steps=100 must be a multiple of update_period=64"),
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--generations", "-3"], "generations must be a positive integer, got -3"),

@@ -97,6 +97,7 @@ class AgentState:
     buffer: Buffer
     env_state: object
     key: jax.Array
+    updates: jax.Array  # () int32: updates done so far (the lifetime progress is updates / num_updates)
 
 
 def _cond(pred, true_fn, false_fn, operand):
@@ -179,10 +180,6 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
         inp = loss_inputs(buf.obs, buf.action, buf.reward, buf.done, buf.valid, obs_stats, act_stats)
         s_new = inp.s[N - M:]  # = the normalised tr["obs"]
         s_next = norm(tr["next_obs"], obs_stats)  # s_{t+1} before any auto-reset (time limits)
-        batch = OnPolicyBatch(buffer=inp, s=s_new, action=tr["action"], reward=tr["reward"], done=tr["done"],
-                              value=value.apply(agent.value, s_new), next_value=value.apply(agent.value, s_next),
-                              act_stats=act_stats)
-        obj_inputs = objective.prepare(obj_params, agent.policy, batch, actor)
 
         # PPO term over the newest M rows, as openai/EPG: clipped surrogate + kl_coef KL(old || new)
         # (+ the value loss, inside the f-weighted total unless the objective trains V always),
@@ -205,6 +202,11 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
             adv, target, old_mean, old_log_std = _cond(
                 use_ppo, ppo_targets, lambda vp: (jnp.zeros(M), jnp.zeros(M), zeros_a, zeros_a), agent.value)
         perm = jax.random.permutation(k_perm, M).reshape(M // B, B)
+        batch = OnPolicyBatch(buffer=inp, s=s_new, action=tr["action"], reward=tr["reward"], done=tr["done"],
+                              value=value.apply(agent.value, s_new), next_value=value.apply(agent.value, s_next),
+                              act_stats=act_stats, log_prob=tr["log_prob"], advantage=adv,
+                              progress=agent.updates.astype(jnp.float32) / cfg.num_updates)
+        obj_inputs = objective.prepare(obj_params, agent.policy, batch, actor)
 
         def v_loss(vp, idx):
             return jnp.mean((value.apply(vp, s_new[idx]) - target[idx]) ** 2)
@@ -248,7 +250,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
         n_done = tr["done"].sum()
         curve = jnp.where(n_done > 0, tr["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
         agent = agent.replace(policy=pp, value=vp, policy_opt=po, value_opt=vo, obs_stats=obs_stats,
-                              act_stats=act_stats, buffer=buf)
+                              act_stats=act_stats, buffer=buf, updates=agent.updates + 1)
         return agent, curve
 
     def init_agent(task, key):
@@ -260,7 +262,7 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
         return AgentState(policy=pp, value=vp, policy_opt=pi_opt.init(pp), value_opt=v_opt.init(vp),
                           obs_stats=running_statistics.init_state(obs_spec),
                           act_stats=running_statistics.init_state(act_spec), buffer=buf,
-                          env_state=env.reset(k_env, task), key=k_run)
+                          env_state=env.reset(k_env, task), key=k_run, updates=jnp.int32(0))
 
     def evaluate(agent, task, key):
         """(sampled-action return, mean-action return) of the agent's policy."""

@@ -52,6 +52,9 @@ class OnPolicyBatch:
     value: jax.Array  # (M,) V(s_t) by the value net at the update's start
     next_value: jax.Array  # (M,) V(s_{t+1}), s_{t+1} before any auto-reset
     act_stats: running_statistics.RunningStatisticsState  # the agent's action normaliser
+    log_prob: jax.Array  # (M,) log pi_old(a_t | s_t) of the acting policy
+    advantage: jax.Array  # (M,) GAE advantages normalised over the M rows (zeros while PPO is off)
+    progress: jax.Array  # () the lifetime's progress: updates done / updates in the lifetime, in [0, 1)
 
 
 class PPOMixing:

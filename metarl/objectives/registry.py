@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from metarl.objectives.epg_conv import PureConvObjective, ResidualConvObjective
+from metarl.objectives.lpo_drift import DriftObjective
 from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective
 
 
@@ -16,6 +17,16 @@ def _conv(cls):
     def factory(lifetime, context_gradient: bool = True):
         return cls(buffer_size=lifetime.buffer_size, minibatch_size=lifetime.minibatch_size,
                    context_gradient=context_gradient)
+
+    return factory
+
+
+def _no_context(name: str, make):
+    def factory(lifetime, context_gradient: bool = True):
+        if not context_gradient:
+            raise ValueError("context_gradient=False (--no-context-gradient) applies to EPG's conv loss "
+                             f"only; objective {name!r} has no buffer context")
+        return make(lifetime)
 
     return factory
 
@@ -31,6 +42,10 @@ _FACTORIES: dict[str, Callable] = {
     "pure": _conv(PureConvObjective),  # the paper's (1 - f) L_phi + f L_PPO
     "residual": _conv(ResidualConvObjective),  # L_PPO + L_phi, phi_0 = PPO
     "lstm": _lstm,  # MetaGenRL's L_alpha on the on-policy agent
+    # LPO's learned drift added to PPO's (theta_0 = PPO); "drift_t": with the lifetime progress t/T
+    "drift": _no_context("drift", lambda lifetime: DriftObjective(clip_eps=lifetime.clip_eps)),
+    "drift_t": _no_context("drift_t", lambda lifetime: DriftObjective(clip_eps=lifetime.clip_eps,
+                                                                     lifetime_progress=True)),
 }
 
 

@@ -23,6 +23,7 @@ import time
 from typing import Callable
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -40,10 +41,13 @@ def _algorithms() -> dict:
 
 
 def strategies() -> tuple[str, ...]:
-    """Names of evosax's distribution-based algorithms (Open_ES, SNES, PGPE, CMA_ES, ...)."""
-    return tuple(sorted(_algorithms()))
+    """Names of evosax's distribution-based algorithms usable here (Open_ES, SNES, PGPE, CMA_ES, ...)."""
+    return tuple(sorted(set(_algorithms()) - set(TRUNCATED)))
 
 
+# evosax's truncated-ES strategies: they carry each member's perturbation across unrolls of one
+# lifetime (state persisted between ES steps), which whole-lifetime generations do not have
+TRUNCATED = ("PersistentES", "NoiseReuseES")
 FITNESS_SHAPINGS = ("centered_rank", "z_score", "identity")
 TASK_SHAPINGS = ("none", "z_score", "centered_rank")
 
@@ -65,6 +69,9 @@ class ESConfig:
     # within each task, across members, before the mean over tasks (fitness of shape (P, tasks)):
     # "none" (the raw mean), "z_score" (over the finite members) or "centered_rank"
     task_shaping: str = "none"
+    # evaluate every generation's population a second time on another common-random-numbers draw
+    # (twice the cost) and report fitness_noise_ratio; the ES step uses the first draw only
+    noise_probe: bool = False
     # the G that the lr decay (and an algorithm's own schedules) span; None: ``generations``. A run
     # extended past its original G keeps its schedules (the recorded first G generations never change).
     schedule_generations: int | None = None
@@ -74,6 +81,10 @@ class ESConfig:
         return self.generations if self.schedule_generations is None else self.schedule_generations
 
     def validate(self) -> "ESConfig":
+        if self.strategy in TRUNCATED:
+            raise ValueError(f"strategy {self.strategy} is truncated ES (a perturbation kept over unrolls of one "
+                             "lifetime); here every generation runs whole lifetimes, so its accumulator would "
+                             "span generations: expected a whole-lifetime strategy (Open_ES, SNES, PGPE, ...)")
         if self.strategy not in _algorithms():
             raise ValueError(f"unknown ES strategy {self.strategy!r}; expected one of "
                              f"{', '.join(strategies())}")
@@ -165,18 +176,59 @@ def make_strategy(cfg: ESConfig, solution):
     return es, params
 
 
+def _centered_ranks(fitness: jax.Array) -> jax.Array:
+    """(P,) -> (P,) centred ranks in [-0.5, 0.5], higher for higher fitness; non-finite lowest."""
+    ranks = jnp.argsort(jnp.argsort(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)))
+    return ranks / (fitness.shape[0] - 1) - 0.5
+
+
+def es_gradient_cosine(population, mean, task_returns: jax.Array, task_shaping: str = "none") -> jax.Array:
+    """cos(g_A, g_B) of the ES gradient estimates g = sum_i rank_i (x_i - mean) built from the members'
+    returns on one half of the tasks (A) and on the other half (B), same perturbations: whether
+    members' differences repeat across tasks (about 1 when they do, about 0 for task-independent
+    noise). task_returns (P, tasks >= 2); NaN with fewer than 2 tasks."""
+    T = task_returns.shape[1]
+    if T < 2:
+        return jnp.float32(jnp.nan)
+    flat = jax.vmap(lambda p: jax.flatten_util.ravel_pytree(p)[0])(population)
+    eps = flat - jax.flatten_util.ravel_pytree(mean)[0]
+    ga = _centered_ranks(shape_per_task(task_returns[:, : T // 2], task_shaping)) @ eps
+    gb = _centered_ranks(shape_per_task(task_returns[:, T // 2:], task_shaping)) @ eps
+    return (ga @ gb) / (jnp.linalg.norm(ga) * jnp.linalg.norm(gb) + 1e-12)
+
+
+def fitness_ties(fitness: jax.Array, tol: float = 1e-6) -> jax.Array:
+    """The fraction of members whose fitness equals another member's (to ``tol``): (P,) -> ()."""
+    close = jnp.abs(fitness[:, None] - fitness[None, :]) <= tol
+    close = close & ~jnp.eye(fitness.shape[0], dtype=bool)
+    return close.any(axis=1).mean()
+
+
+def fitness_noise_ratio(first: jax.Array, second: jax.Array) -> jax.Array:
+    """Signal over noise of members' fitness from two draws of tasks and keys, (P,), (P,) -> ():
+    the std over members of their mean fitness over the std of a member's own draw-to-draw noise
+    (std of (first - second) / sqrt 2). About 0 where members' differences are noise."""
+    ok = jnp.isfinite(first) & jnp.isfinite(second)
+    mean, diff = jnp.where(ok, (first + second) / 2, jnp.nan), jnp.where(ok, first - second, jnp.nan)
+    return jnp.nanstd(mean) / (jnp.nanstd(diff) / jnp.sqrt(2.0) + 1e-12)
+
+
 def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
     """Returns ``generation(es_state, key) -> (es_state, info)``: ask, evaluate, tell — pure.
 
     info: 'returns' (population_size,) (per task shaped by ``cfg.task_shaping`` and averaged where
     the fitness has a task axis; 'task_returns' (population_size, tasks) then holds it as given),
     'mean'/'max'/'min' of the finite returns, 'nonfinite' count, 'best_member' (the generation's best
-    parameters), and 'fitness_aux' when ``fitness_fn`` returns (returns, aux).
+    parameters), the signal diagnostics 'fitness_ties' (``fitness_ties``) and 'es_grad_cosine'
+    (``es_gradient_cosine``; NaN without >= 2 tasks), and 'fitness_aux' when ``fitness_fn`` returns
+    (returns, aux).
     """
 
     def generation(es_state, key):
         k_ask, k_fit, k_tell = jax.random.split(key, 3)
+        reduce = lambda r: shape_per_task(r, cfg.task_shaping) if r.ndim == 2 else r  # noqa: E731
         g = es_state.generation_counter  # this generation's index (tell advances it)
+        mean = es.get_mean(es_state)
         population, es_state = es.ask(k_ask, es_state, es_params)
         returns = fitness_fn(population, k_fit, g)
         aux = None
@@ -192,9 +244,16 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
         best = jnp.nanargmax(jnp.where(finite, returns, -jnp.inf))
         info = {"returns": returns, "mean": jnp.nanmean(safe), "max": jnp.nanmax(safe),
                 "min": jnp.nanmin(safe), "nonfinite": (~finite).sum(),
-                "best_member": jax.tree_util.tree_map(lambda x: x[best], population)}
+                "best_member": jax.tree_util.tree_map(lambda x: x[best], population),
+                "fitness_ties": fitness_ties(returns),
+                "es_grad_cosine": jnp.float32(jnp.nan) if task_returns is None else es_gradient_cosine(
+                    population, mean, task_returns, cfg.task_shaping)}
         if task_returns is not None:
             info["task_returns"] = task_returns
+        if cfg.noise_probe:  # the same members on a second draw (a key this generation uses nowhere else)
+            second = fitness_fn(population, jax.random.fold_in(k_fit, 1), g)
+            second = second[0] if isinstance(second, tuple) else second
+            info["fitness_noise_ratio"] = fitness_noise_ratio(returns, reduce(second))
         if aux is not None:
             info["fitness_aux"] = aux
         return es_state, info

@@ -18,7 +18,9 @@ def es_generation_step(compiled, run: dict, g: int, env_steps: int, finite_or_no
 
     The run state's ``es_state``, ``key`` and ``generation`` advance; ``info`` is the generation's
     info on the host; ``record`` holds ``generation`` (1-based), ``fitness_mean``/``max``/``min``,
-    and ``nonfinite``; env steps/s is ``env_steps`` (one generation's) over its wall time. ``finite_or_none``: non-finite fitness figures are recorded as None (JSON null).
+    ``nonfinite``, and the signal diagnostics ``fitness_ties`` (the fraction of members tied with
+    another) and ``es_grad_cosine`` (agreement of the ES gradients of two halves of the tasks; None
+    with one task per member: metarl.outer.es); env steps/s is ``env_steps`` (one generation's) over its wall time. ``finite_or_none``: non-finite fitness figures are recorded as None (JSON null).
     """
     k_next, k = jax.random.split(run["key"])
     t0 = time.time()
@@ -29,5 +31,8 @@ def es_generation_step(compiled, run: dict, g: int, env_steps: int, finite_or_no
                generation=np.int32(g + 1))
     num = _finite if finite_or_none else float
     rec = {"generation": g + 1, "fitness_mean": num(info["mean"]), "fitness_max": num(info["max"]),
-           "fitness_min": num(info["min"]), "nonfinite": int(info["nonfinite"])}
+           "fitness_min": num(info["min"]), "nonfinite": int(info["nonfinite"]),
+           "fitness_ties": float(info["fitness_ties"]), "es_grad_cosine": _finite(info["es_grad_cosine"])}
+    if "fitness_noise_ratio" in info:
+        rec["fitness_noise_ratio"] = _finite(info["fitness_noise_ratio"])
     return run, info, rec, dt, env_steps / dt

@@ -50,3 +50,36 @@ def test_readme_new_objective_snippet_runs():
         assert isinstance(ns["epg"].objective, OnPolicyObjective)
     finally:
         registry.unregister("reward_weighted")
+
+
+def test_drift_objective_starts_as_ppo_exactly_and_its_parameters_move_the_agent():
+    """LPO's learned drift (--objective drift): d_theta = 0 at theta_0, so the lifetime equals the
+    residual objective's at phi_0 (the agent's PPO term alone) for the same seeds; a nonzero output
+    layer changes the lifetime (the drift reaches the policy through r)."""
+    import chex
+    import jax.numpy as jnp
+
+    from metarl import envs
+    from metarl.inner.on_policy_agent import make_lifetime
+    from metarl.objectives.lpo_drift import DriftObjective
+
+    env = envs.make("goal_point")
+    life = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16))
+    task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
+    for drift in (registry.make("drift", life), registry.make("drift_t", life)):
+        assert isinstance(drift, DriftObjective) and isinstance(drift, OnPolicyObjective) and drift.ppo_always
+        theta = drift.init(jax.random.PRNGKey(0), 2, 2)
+        residual = registry.make("residual", life)
+        phi = residual.init(jax.random.PRNGKey(0), 2, 2)
+        a = jax.jit(make_lifetime(env, life, drift))(theta, task, key)
+        b = jax.jit(make_lifetime(env, life, residual))(phi, task, key)
+        chex.assert_trees_all_close(a["eval_return"], b["eval_return"], atol=1e-5)
+        chex.assert_trees_all_close(a["curve"], b["curve"], atol=1e-5)
+        moved = jax.tree_util.tree_map(lambda x: x, theta)
+        last = sorted(moved["params"])[-1]  # the output layer
+        moved["params"][last] = {"kernel": jnp.full_like(theta["params"][last]["kernel"], 0.5),
+                                 "bias": theta["params"][last]["bias"]}
+        c = jax.jit(make_lifetime(env, life, drift))(moved, task, key)
+        assert not np.allclose(a["curve"], c["curve"], equal_nan=True)
+    with pytest.raises(ValueError, match="objective 'drift' has no buffer context"):
+        registry.make("drift", life, context_gradient=False)

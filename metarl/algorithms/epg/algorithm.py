@@ -26,6 +26,9 @@ from metarl.objectives import registry
 from metarl.outer.es import ESConfig, make_es
 
 
+FITNESS = ("final", "auc")
+
+
 @dataclasses.dataclass(frozen=True)
 class EPGConfig:
     lifetime: LifetimeConfig = LifetimeConfig()
@@ -39,6 +42,9 @@ class EPGConfig:
     # computed once per update and held constant (cheaper: policy forward/backward on B rows, not N)
     context_gradient: bool = True
     ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction of the generations
+    # a member's fitness on a task: "final" (the paper: the return after the lifetime) or "auc" (the
+    # mean return of the episodes completed over the lifetime, final return where none: trains faster)
+    fitness: str = "final"
 
     def validate(self) -> "EPGConfig":
         self.lifetime.validate()
@@ -46,7 +52,20 @@ class EPGConfig:
         if self.tasks_per_member <= 0:
             raise ValueError(f"tasks_per_member must be a positive integer, got {self.tasks_per_member}")
         registry.make(self.objective, self.lifetime, context_gradient=self.context_gradient)
+        if self.fitness not in FITNESS:
+            raise ValueError(f"unknown fitness {self.fitness!r}; expected one of {', '.join(FITNESS)}")
         return self
+
+
+def lifetime_fitness(metrics: dict, how: str):
+    """A lifetime's fitness from its metrics (leading axes kept): "final", the evaluation return after
+    the lifetime; "auc", the mean of the learning curve (the return of the episodes completed in each
+    update's rollout), the final return where no episode completed."""
+    if how == "final":
+        return metrics["eval_return"]
+    curve = metrics["curve"]
+    seen = jnp.isfinite(curve).any(axis=-1)
+    return jnp.where(seen, jnp.nanmean(jnp.where(seen[..., None], curve, 0.0), axis=-1), metrics["eval_return"])
 
 
 def ppo_factor(generation, anneal_fraction: float, span: int):
@@ -117,8 +136,8 @@ class EPG:
         return jax.vmap(per_member, in_axes=axes)(loss_params, tasks, keys, ppo_factor)
 
     def fitness_fn(self, population, key, generation):
-        """(evaluation returns after a lifetime on train tasks (population_size, tasks_per_member),
-        {'ppo_factor': f})."""
+        """(each member's fitness on each of its train tasks (population_size, tasks_per_member):
+        ``lifetime_fitness`` of the lifetime that its objective trained, {'ppo_factor': f})."""
         population = shard_population(population, self.mesh)
         pop_size = jax.tree_util.tree_leaves(population)[0].shape[0]
         n = self.tasks_per_member
@@ -129,7 +148,8 @@ class EPG:
             tasks = jax.vmap(lambda k: self.sample_tasks(k, n))(jax.random.split(k_task, pop_size))
             keys = jax.vmap(lambda k: jax.random.split(k, n))(jax.random.split(k_agent, pop_size))
         f = self.ppo_factor(generation)
-        return self.train_agents(population, tasks, keys, f)["eval_return"], {"ppo_factor": f}
+        out = self.train_agents(population, tasks, keys, f)
+        return lifetime_fitness(out, self.config.fitness), {"ppo_factor": f}
 
     def make_es(self, key):
         """Returns (es, es_params, es_state, generation_fn) with the ES mean at phi_0."""

@@ -57,6 +57,15 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
     ap.add_argument("--no-antithetic", action="store_true")
+    ap.add_argument("--noise-probe", action="store_true",
+                    help="evaluate each generation's members on a second draw of tasks and seeds (twice the "
+                         "cost) and log fitness_noise_ratio, members' signal over their draw-to-draw noise")
+    ap.add_argument("--fitness", default=None, choices=("final", "auc"),
+                    help="a member's fitness on a task: final (the paper: return after the lifetime) or "
+                         "auc (mean return over the lifetime's episodes: trains faster)")
+    ap.add_argument("--task-shaping", default=None, choices=("none", "z_score", "centered_rank"),
+                    help="shape each task's fitness across members before the mean over tasks "
+                         "(default none: the raw mean; then centred ranks across members, as openai/EPG)")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=None,
@@ -80,7 +89,7 @@ class Settings:
 def configure(args, presets: dict, env_name: str) -> runner.Plan:
     """Applies CLI overrides to the preset; raises ConfigError naming any bad value."""
     from metarl.algorithms.epg.meta_test import meta_test_ppo_config
-    from metarl.outer.es import strategies
+    from metarl.outer.es import TRUNCATED, strategies
 
     preset_name, reason = resolve_preset(args.preset)
     p = presets[preset_name]
@@ -94,15 +103,20 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                  if v is not None}
     if args.no_antithetic:
         overrides["antithetic"] = False
+    if args.noise_probe:
+        overrides["noise_probe"] = True
+    if args.task_shaping is not None:
+        overrides["task_shaping"] = args.task_shaping
     es = dataclasses.replace(cfg.es, **overrides)
     cfg = dataclasses.replace(cfg, lifetime=life, es=es,
                               objective=cfg.objective if args.objective is None else args.objective,
                               context_gradient=cfg.context_gradient and not args.no_context_gradient,
+                              fitness=cfg.fitness if args.fitness is None else args.fitness,
                               tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
                                                 else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
     test_agents = args.test_agents if args.test_agents is not None else p.test_agents
-    if args.strategy is not None and args.strategy not in strategies():
+    if args.strategy is not None and args.strategy not in strategies() + TRUNCATED:
         raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(strategies())}")
     try:
         cfg.validate()
@@ -122,6 +136,10 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         counts={"generations": cfg.es.generations},
         extension_note=f" (schedules keep spanning {cfg.es.schedule_span})",
         algo=Settings(env_name, cfg, test_agents, p.episode_length, eval_every, ppo_cfg))
+
+
+def _shown(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def init_run_state(es_state, key, phi0, generations: int) -> dict:
@@ -187,7 +205,8 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         held_out = (f" | held-out: mean {rec['eval_mean']:.2f} vs best {rec['eval_best']:.2f}"
                     if "eval_mean" in rec else "")
         progress = (f"gen {g + 1}/{G} fitness mean {mean_f:9.2f} max {rec['fitness_max']:9.2f} "
-                    f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} "
+                    f"f={rec['ppo_factor']:.2f} nonfinite={rec['nonfinite']} ties={rec['fitness_ties']:.2f} "
+                    f"grad-cos={_shown(rec['es_grad_cosine'])} "
                     f"{rec['env_steps_per_s']:,.0f} env-steps/s{held_out}")
         return run, rec, progress
 
@@ -201,7 +220,8 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         fm = run["fitness_mean"]
         tenth = max(1, G // 10)
         summary = {
-            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective,
+            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective, "fitness": cfg.fitness,
+            "task_shaping": cfg.es.task_shaping,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
             "env_steps": steps_per_gen * G,
