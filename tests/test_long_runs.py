@@ -205,7 +205,7 @@ def test_half_written_newest_checkpoints_fall_back_and_are_written_again(tmp_pat
 
 
 def _plot(run_dir, capsys):
-    from metarl.runs.run_dir import plot
+    from metarl.runs import plot
 
     return exit_code_and_stderr(plot.main, [str(run_dir)], capsys)
 
@@ -231,7 +231,7 @@ def test_plot_of_what_is_not_a_run_is_one_line(tmp_path, capsys):
 
 
 def test_plot_skips_a_torn_last_metrics_line(tmp_path, capsys):
-    from metarl.runs.run_dir import plot
+    from metarl.runs import plot
 
     (tmp_path / "metrics.jsonl").write_text('{"generation": 1, "fitness_mean": 1.0}\n{"generation": 2, "fit')
     plot.main([str(tmp_path)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metarl.runs import meta_test_schema as meta_test_io
-from metarl.runs.run_dir import plot
+from metarl.runs import plot
 from metarl.runs.meta_test_schema import mean_curve, method_result, read_meta_test, write_meta_test
 
 
