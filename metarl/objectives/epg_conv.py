@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metarl.objectives.on_policy import LossInputs, PPOMixing, loss_inputs
+from metarl.objectives.on_policy import PPOMixing, loss_inputs
 
 
 def row_width(obs_size: int, action_size: int, memory_size: int = 32) -> int:

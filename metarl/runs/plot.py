@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from metarl.runs import meta_test_schema as meta_test_io
+from metarl.runs import meta_test_schema
 from metarl.runs.metrics_log import read_records
 from metarl.runs.run_dir import ConfigError, fail, read_json
 
@@ -74,7 +74,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     results = None
     if (run_dir / "meta_test.json").exists():
         try:
-            results = meta_test_io.read_meta_test(run_dir)
+            results = meta_test_schema.read_meta_test(run_dir)
         except (OSError, ValueError) as e:
             fail(f"cannot read {str(run_dir / 'meta_test.json')!r}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     written = []

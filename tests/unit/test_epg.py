@@ -1,5 +1,3 @@
-import dataclasses
-
 import chex
 import jax
 import jax.numpy as jnp
