@@ -295,6 +295,7 @@ def test_meta_test_evaluation_matches_episode_return_and_reads_the_forward_rewar
                                                "no_update_return": 2.0}}
 
 
+@pytest.mark.slow  # 1,500 TD3 steps on two agents (cold: minutes)
 def test_td3_learns_random_reacher_above_random():
     from metarl import envs
     from metarl.inner.frozen_objective import make_train
