@@ -164,7 +164,7 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     MetaGenRL agent-step, each timed alone. Returns {'costs': {...}, 'pieces': {...}, ...}."""
     from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Agent, TD3Config
-    from metarl.objectives.backward_lstm import _BackwardLSTM
+    from metarl.objectives.backward_lstm import BackwardLSTM
     from metarl.outer.metagrad import meta_objective
 
     env = envs.make(name)
@@ -220,7 +220,7 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
                                                       batch["done"], batch["mask"]))(pa)
         return s.replace(step=s.step + 1), g.sum()
 
-    lstm = _BackwardLSTM(cfg.lstm_features)
+    lstm = BackwardLSTM(cfg.lstm_features)
     B, T = batch["mask"].shape
     x = jnp.ones((T, B, cfg.lstm_features + 8))
     carry = (jnp.zeros((B, cfg.lstm_features)), jnp.zeros((B, cfg.lstm_features)))

@@ -70,6 +70,8 @@ def test_loss_is_finite_and_reaches_the_policy_only_through_its_mean():
     assert max(float(jnp.abs(x).max()) for x in jax.tree_util.tree_leaves(g0)) == 0.0
 
 
+@pytest.mark.e2e  # (CI tier 2) two lifetimes, one on a brax body (cold: minutes); the fast tier checks the
+# per-dimension branch in tests/unit/test_metagenrl_objective.py::test_objective_accepts_any_action_dimension
 def test_one_alpha_trains_agents_on_bodies_of_different_sizes():
     """The per-action-dimension branch: one alpha, goal_point (obs 2, act 2) and dir_hopper
     (obs 11, act 3); the meta-test program (f = 0, no PPO policy term) moves the policy."""
@@ -122,6 +124,7 @@ def test_no_context_gradient_with_lstm_exits_2(tmp_path, capsys):
                    run_dir, capsys)
 
 
+@pytest.mark.e2e  # a whole experiment run (cold: minutes of compiling); not in the fast tier
 def test_epg_point_smoke_run_with_the_lstm_objective(tmp_path):
     run_dir = tmp_path / "run"
     summary = _point_main(["--preset", "smoke", "--objective", "lstm", "--generations", "1",

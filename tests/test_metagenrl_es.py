@@ -12,6 +12,7 @@ from cli_checks import assert_refused
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e  # a whole experiment run (cold: minutes of compiling); not in the fast tier
 def test_es_smoke_run_writes_the_outputs(tmp_path):
     from experiments.metagenrl import main
 
@@ -53,6 +54,7 @@ def test_flags_of_the_other_outer_loop_are_refused(tmp_path, capsys, extra, mess
     assert_refused(main, ["--preset", "smoke", *extra, "--run-dir", str(run_dir)], message, run_dir, capsys)
 
 
+@pytest.mark.e2e  # the README's script: an ES run (cold: minutes of compiling); not in the fast tier
 def test_readme_custom_objective_snippet_runs():
     text = (ROOT / "README.md").read_text()
     block = re.search(r"<!-- custom-objective:start -->\s*```python\n(.*?)```\s*<!-- custom-objective:end -->",

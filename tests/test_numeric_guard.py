@@ -4,6 +4,7 @@ import pytest
 import numeric_guard
 
 
+@pytest.mark.e2e  # a whole experiment run (cold: minutes of compiling); not in the fast tier
 @pytest.mark.parametrize("name", sorted(numeric_guard.RUNS))
 def test_fixed_seed_run_gives_the_recorded_numbers(name, tmp_path):
     recorded = numeric_guard.load().get(numeric_guard.jax_key(), {})

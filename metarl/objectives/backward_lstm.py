@@ -60,8 +60,10 @@ class _ResetLSTMStep(nn.Module):
         return carry, y * mask[..., None]
 
 
-_BackwardLSTM = nn.scan(_ResetLSTMStep, variable_broadcast="params", split_rngs={"params": False},
-                        in_axes=0, out_axes=0, reverse=True)
+# The LSTM of L_alpha alone, run from t = T-1 down to 0 with resets at episode ends. Time-major:
+# ``BackwardLSTM(features)(carry, (x (T, B, F), done (T, B), mask (T, B)))`` -> (carry, h (T, B, features)).
+BackwardLSTM = nn.scan(_ResetLSTMStep, variable_broadcast="params", split_rngs={"params": False},
+                       in_axes=0, out_axes=0, reverse=True)
 
 
 def _znorm(x, mask):
@@ -99,7 +101,7 @@ class MetaGenRLObjective(nn.Module):
         x = jnp.concatenate([xa, xo], axis=-1)  # (B, T, 40)
         tm = lambda v: jnp.swapaxes(v, 0, 1)  # time-major
         carry = (jnp.zeros((B, self.lstm_features)), jnp.zeros((B, self.lstm_features)))
-        _, h = _BackwardLSTM(self.lstm_features)(carry, (tm(x), tm(done), tm(mask)))
+        _, h = BackwardLSTM(self.lstm_features)(carry, (tm(x), tm(done), tm(mask)))
         h = tm(h)  # (B, T, 32)
         for _ in range(2):
             h = MixedUnit(self.hidden)(h)

@@ -218,6 +218,8 @@ def test_bad_es_config_is_rejected():
         LifetimeConfig(lifetime_steps=100, update_period=64).validate()
 
 
+@pytest.mark.e2e  # (CI tier 2: learning must be shown in CI) ES generations of whole lifetimes (cold: minutes); the fast tier checks the ES
+# update on a toy objective (test_es_generation_improves_toy_objective_and_ranks_nan_last)
 def test_meta_training_improves_fitness_on_random_reacher(small_epg):
     """A short ES run on fixed tasks (common random numbers, fixed key) must raise the fitness of
     the ES mean; a broken outer loop (wrong sign, no update) fails this."""
@@ -312,6 +314,7 @@ def test_residual_objective_starts_as_ppo_exactly():
         EPGConfig(objective="mixed").validate()
 
 
+@pytest.mark.e2e  # (CI tier 2: learning must be shown in CI) the whole EPG path: ES generations and a meta-test (cold: minutes)
 def test_residual_epg_on_goal_point_beats_doing_nothing_at_meta_test():
     """The whole EPG path at a test size (ES generations, best-loss meta-test on left-half goals,
     sampled actions): the evolved residual loss must beat both do-nothing references by a wide
