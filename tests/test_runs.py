@@ -121,7 +121,7 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
 
 
 def test_launch_flags_are_not_stored_for_resume():
-    from metarl.runs.driver import run_argv
+    from metarl.runs.flags import run_argv
 
     argv = ["--preset", "smoke", "--coordinator", "h0:1234", "--num-processes=2", "--process-id", "1",
             "--overwrite", "--seed", "3"]

@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from metarl.runs import driver as runner
+from metarl.runs import flags
 from metarl.runs.run_dir import ConfigError, resolve_preset
 
 # run-state arrays with one entry per generation (NaN until recorded)
@@ -35,7 +36,7 @@ class Preset:
 def parser(env_name: str) -> argparse.ArgumentParser:
     from metarl.objectives import registry
 
-    ap = runner.experiment_parser(f"EPG meta-training on {env_name}, then meta-test on its test split",
+    ap = flags.experiment_parser(f"EPG meta-training on {env_name}, then meta-test on its test split",
                                   outer_step="generations")
     ap.add_argument("--generations", type=int, default=None,
                     help="ES generations (outer epochs); with --resume, a larger value extends the run")

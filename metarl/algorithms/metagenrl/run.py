@@ -15,6 +15,7 @@ import dataclasses
 import time
 
 from metarl.runs import driver as runner
+from metarl.runs import flags
 from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
 from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
 from metarl.baselines.ppo import PPOConfig
@@ -53,7 +54,7 @@ class Preset:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = runner.experiment_parser("MetaGenRL: meta-train one learned objective L_alpha over a TD3 "
+    ap = flags.experiment_parser("MetaGenRL: meta-train one learned objective L_alpha over a TD3 "
                                   "population, then meta-test it.",
                                   outer_step="meta-iterations (--outer es: generations)")
     ap.add_argument("--train-envs", default=None, help="comma-separated meta-training envs")
