@@ -35,3 +35,30 @@ def kill_after_checkpoint(module: str, args, run_dir, step: int, root, timeout: 
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (run_dir / "summary.json").exists()
+
+
+def start_two_processes(tmp_path, tag: str, module: str, args, root):
+    """Starts ``python -m module args`` as processes 0 and 1 of a localhost cluster (one CPU device
+    each); returns (procs, [(stdout path, stderr path)]).
+
+    A compilation cache private to the pair: both processes miss it together, then hit it together
+    (one hitting while the other compiles would desynchronise them by minutes, past the coordination
+    service's barriers). Output goes to files, not pipes: a full, unread pipe would block one process
+    while the other waits for it at a barrier."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+    logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
+    procs = []
+    for i, (out, err) in enumerate(logs):
+        with open(out, "w") as fo, open(err, "w") as fe:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
+                 "--num-processes", "2", "--process-id", str(i)], cwd=root, env=env, stdout=fo, stderr=fe))
+    return procs, logs

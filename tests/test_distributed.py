@@ -1,7 +1,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_checks import start_two_processes
 from metarl import distributed
 
 HELPER = Path(__file__).with_name("_sharded_generation.py")
@@ -56,23 +56,7 @@ def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
 
 def _two_processes(tmp_path, tag, module, args):
     """Runs ``python -m module args`` as processes 0 and 1 of a localhost cluster; returns stdouts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # A compilation cache private to this test: both processes miss it together, then hit it
-    # together (one process hitting while the other compiles would desynchronise them by minutes,
-    # past the coordination service's barriers).
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
-    # Output goes to files, not pipes: a full, unread pipe would block one process while the other
-    # waits for it at the coordination service's barriers.
-    logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
-    procs = []
-    for i, (out, err) in enumerate(logs):
-        with open(out, "w") as fo, open(err, "w") as fe:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", module, *args, "--coordinator", f"127.0.0.1:{port}",
-                 "--num-processes", "2", "--process-id", str(i)],
-                cwd=ROOT, env=env, stdout=fo, stderr=fe, text=True))
+    procs, logs = start_two_processes(tmp_path, tag, module, args, ROOT)
     for p in procs:
         p.wait(timeout=900)
     outs = [(o.read_text(), e.read_text()) for o, e in logs]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_checks import exit_code_and_stderr
+from cli_checks import exit_code_and_stderr, start_two_processes
 from metarl.runs import run_lock
 from metarl.runs.run_dir import ConfigError
 
@@ -451,18 +451,7 @@ def test_damaged_newest_checkpoint_and_torn_metrics_line_resume_from_the_command
 
 def _two(tmp_path, tag, args):
     """Starts processes 0 and 1 of ``experiments.epg_point args``; returns (procs, [(out, err) paths])."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
-    logs = [(tmp_path / f"{tag}-out{i}.txt", tmp_path / f"{tag}-err{i}.txt") for i in range(2)]
-    procs = []
-    for i, (out, err) in enumerate(logs):
-        with open(out, "w") as fo, open(err, "w") as fe:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "experiments.epg_point", *args, "--coordinator", f"127.0.0.1:{port}",
-                 "--num-processes", "2", "--process-id", str(i)], cwd=ROOT, env=env, stdout=fo, stderr=fe))
-    return procs, logs
+    return start_two_processes(tmp_path, tag, "experiments.epg_point", args, ROOT)
 
 
 @pytest.mark.e2e
