@@ -12,8 +12,8 @@ SCRIPT = ROOT / "benchmarks" / "device_run.sh"
 STEPS = ("setup", "throughput", "epg_generation", "metagenrl_iteration")
 
 
-def run_script(*args, timeout=900):
-    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+def run_script(*args, timeout=900, **limits):
+    env = dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS="cpu", **limits)
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -21,7 +21,10 @@ def run_script(*args, timeout=900):
 @pytest.mark.e2e
 def test_check_runs_every_step_and_writes_sane_json(tmp_path):
     out = tmp_path / "out"
-    r = run_script("--check", str(out))
+    # the steps' time limits are the accelerator's; a shared 2-core CI machine compiles goal_ant slower
+    # (measured: the EPG step passed 150 s at load 6), and this test checks what the steps write, not speed
+    r = run_script("--check", str(out), timeout=1500, TOTAL_LIMIT="1400", LIMIT_THROUGHPUT="400",
+                   LIMIT_EPG="500", LIMIT_METAGENRL="500")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     data = {s: json.loads((out / f"{s}.json").read_text()) for s in STEPS}
     for s, d in data.items():
