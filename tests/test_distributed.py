@@ -51,8 +51,9 @@ def test_metagenrl_agents_over_four_virtual_devices_match_one_device():
     assert "'pop'" in out["sharding"]  # each agent's state lives on one device
     # float sums in another order over 4 devices: 1.1e-5 relative on this CPU (2026-12-06)
     np.testing.assert_allclose(out["loss1"], out["loss4"], rtol=1e-4)
-    # one Adam step of alpha (lr 1e-3) on meta-gradients that agree to float tolerance
-    assert out["alpha_diff"] < 1e-4 and out["policy_diff"] < 1e-4
+    # one Adam step of alpha (lr 1e-3) on meta-gradients that agree to float tolerance: an entry whose
+    # sign flipped would differ by ~2e-3; this CPU's summation order gives up to 1.4e-4 (2026-12-06)
+    assert out["alpha_diff"] < 5e-4 and out["policy_diff"] < 5e-4
 
 
 def _two_processes(tmp_path, tag, module, args):
