@@ -234,9 +234,8 @@ def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):
         aux = None
         if isinstance(returns, tuple):
             returns, aux = returns
-        task_returns = None
-        if returns.ndim == 2:
-            task_returns, returns = returns, shape_per_task(returns, cfg.task_shaping)
+        task_returns = returns if returns.ndim == 2 else None
+        returns = reduce(returns)
         finite = jnp.isfinite(returns)
         # evosax's centred ranks put NaN last; +-inf are mapped to NaN so that they do too.
         es_state, _ = es.tell(k_tell, population, jnp.where(finite, -returns, jnp.nan), es_state, es_params)
