@@ -101,7 +101,6 @@ def load_objective(run_dir) -> SavedObjective:
         raise ConfigError(f"{str(run_dir)!r} has no saved objective ({path.name}/): the run has not "
                           "finished meta-training")
     if algorithm == "epg":
-
         cfg = s.cfg
         objective = registry.make(cfg.objective, cfg.lifetime, context_gradient=cfg.context_gradient)
         env = envs.make(s.env_name, episode_length=s.episode_length)
