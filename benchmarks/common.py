@@ -111,3 +111,32 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def paired_bootstrap(a, b, resamples: int = 10_000, level: float = 0.95, seed: int = 0):
+    """Mean of a - b over paired samples (agent i of method a met the same task with the same seed as
+    agent i of method b) and its percentile bootstrap interval: the agents are resampled with
+    replacement, pairs kept together. a, b: (N,) per-agent returns. Returns (mean, low, high).
+
+    Written here (numpy, a few lines) rather than taken from scipy.stats.bootstrap so that the
+    benchmark scripts need no scipy; it is the textbook percentile bootstrap of the paired mean."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"paired_bootstrap: expected two equal-length 1-D samples of >= 2, "
+                         f"got shapes {a.shape} and {b.shape}")
+    d = a - b
+    idx = np.random.default_rng(seed).integers(0, d.size, size=(resamples, d.size))
+    means = d[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(d.mean()), float(lo), float(hi)
+
+
+def median_and_worst(returns, worst_fraction: float = 0.05):
+    """(median, mean of the worst ``worst_fraction`` of the agents) of per-agent returns (N,)."""
+    import numpy as np
+
+    r = np.sort(np.asarray(returns, np.float64))
+    k = max(1, int(round(worst_fraction * r.size)))
+    return float(np.median(r)), float(r[:k].mean())

@@ -1,0 +1,32 @@
+"""benchmarks.common's paired bootstrap: the interval covers a known shift, excludes 0 for a clear
+one and includes it for pure noise; median/worst-5% read the sorted sample."""
+import numpy as np
+import pytest
+
+from benchmarks.common import median_and_worst, paired_bootstrap
+
+
+def test_paired_bootstrap_sees_a_shift_that_per_agent_noise_hides():
+    rng = np.random.default_rng(0)
+    task = rng.normal(0, 10, 64)  # shared per-agent difficulty: large, cancels in the pair
+    a, b = task + 1.0 + rng.normal(0, 0.3, 64), task + rng.normal(0, 0.3, 64)
+    mean, lo, hi = paired_bootstrap(a, b)
+    assert lo > 0 and lo < 1.0 < hi
+    assert mean == pytest.approx(np.mean(a - b))
+
+
+def test_paired_bootstrap_includes_zero_for_noise():
+    rng = np.random.default_rng(1)
+    _, lo, hi = paired_bootstrap(rng.normal(size=64), rng.normal(size=64))
+    assert lo < 0 < hi
+
+
+def test_paired_bootstrap_refuses_unequal_samples():
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap(np.zeros(3), np.zeros(4))
+
+
+def test_median_and_worst():
+    r = np.arange(100.0)
+    med, worst = median_and_worst(r)
+    assert med == 49.5 and worst == 2.0
