@@ -57,6 +57,10 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--l2-penalty", type=float, default=None,
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
+    ap.add_argument("--sigma", type=float, default=None, help="ES perturbation std (the paper: 0.01)")
+    ap.add_argument("--es-lr", type=float, default=None,
+                    help="ES learning rate at generation 0 (the paper: 1e-2, falling linearly to a tenth "
+                         "over the first half)")
     ap.add_argument("--no-antithetic", action="store_true")
     ap.add_argument("--noise-probe", action="store_true",
                     help="evaluate each generation's members on a second draw of tasks and seeds (twice the "
@@ -100,7 +104,8 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        schedule_generations=args.schedule_generations,
-                                       strategy=args.strategy, l2_penalty=args.l2_penalty).items()
+                                       strategy=args.strategy, l2_penalty=args.l2_penalty,
+                                       sigma=args.sigma, learning_rate=args.es_lr).items()
                  if v is not None}
     if args.no_antithetic:
         overrides["antithetic"] = False
