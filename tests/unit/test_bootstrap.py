@@ -30,3 +30,22 @@ def test_median_and_worst():
     r = np.arange(100.0)
     med, worst = median_and_worst(r)
     assert med == 49.5 and worst == 2.0
+
+
+def test_epg_seeds_table_reports_learned_minus_initial_with_its_interval():
+    from benchmarks.epg_seeds import table
+
+    rng = np.random.default_rng(2)
+    summaries, agents = [], []
+    for seed in range(4):
+        task = rng.normal(-10, 3, 64)
+        ag = {"learned": task + 3.0, "initial_loss": task, "ppo": task - 1, "no_update": task - 80,
+              "zero_action": task - 30, "oracle": np.full(64, -0.5)}
+        agents.append(ag)
+        mt = {f"{m}_return": float(v.mean()) for m, v in ag.items()}
+        mt["learned_return_mean_action"] = mt["learned_return"]
+        summaries.append({"seed": seed, "env": "goal_point", "wall_s": 1.0, "meta_test": mt})
+    text, notes = table(summaries, fresh_from=2, agents=agents)
+    assert "+3.00 [+3.00, +3.00]" in text and "Median / mean of the worst 5%" in text
+    assert any("learned - initial >= 0.25 (oracle - initial)" in n and "holds" in n for n in notes)
+    assert any("2 of 2" in n for n in notes)
