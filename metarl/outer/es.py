@@ -48,7 +48,7 @@ def strategies() -> tuple[str, ...]:
 # evosax's truncated-ES strategies: they carry each member's perturbation across unrolls of one
 # lifetime (state persisted between ES steps), which whole-lifetime generations do not have
 TRUNCATED = ("PersistentES", "NoiseReuseES")
-FITNESS_SHAPINGS = ("centered_rank", "z_score", "identity")
+FITNESS_SHAPINGS = ("centered_rank", "centered_rank_tied", "z_score", "identity")
 TASK_SHAPINGS = ("none", "z_score", "centered_rank")
 
 
@@ -135,7 +135,8 @@ def _fitness_shaping_fn(name: str):
 
     return {"centered_rank": fs.centered_rank_fitness_shaping_fn,
             "z_score": fs.standardize_fitness_shaping_fn,
-            "identity": fs.identity_fitness_shaping_fn}[name]
+            "identity": fs.identity_fitness_shaping_fn,
+            "centered_rank_tied": tie_averaged_rank_shaping_fn}[name]
 
 
 def shape_per_task(returns: jax.Array, how: str) -> jax.Array:
@@ -147,9 +148,11 @@ def shape_per_task(returns: jax.Array, how: str) -> jax.Array:
     r = jnp.where(finite, returns, jnp.nan)
     if how == "z_score":
         z = (r - jnp.nanmean(r, axis=0)) / (jnp.nanstd(r, axis=0) + 1e-8)
-    else:  # centred ranks in [-0.5, 0.5] among the finite members of each task
+    else:  # centred ranks in [-0.5, 0.5] among the finite members of each task, ties sharing their average
         n = finite.sum(axis=0)
-        ranks = jnp.argsort(jnp.argsort(jnp.where(finite, r, jnp.inf), axis=0), axis=0)
+        diff = r[:, None, :] - r[None, :, :]  # (P, P, tasks); NaN where either is non-finite
+        equal = jnp.abs(diff) <= 1e-6
+        ranks = ((diff > 1e-6).sum(axis=1) + (equal.sum(axis=1) - 1) / 2.0)
         z = jnp.where(finite, ranks / jnp.maximum(n - 1, 1) - 0.5, jnp.nan)
     return z.mean(axis=1)
 
@@ -176,10 +179,29 @@ def make_strategy(cfg: ESConfig, solution):
     return es, params
 
 
-def _centered_ranks(fitness: jax.Array) -> jax.Array:
-    """(P,) -> (P,) centred ranks in [-0.5, 0.5], higher for higher fitness; non-finite lowest."""
-    ranks = jnp.argsort(jnp.argsort(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)))
+def tie_averaged_centered_ranks(fitness: jax.Array, tol: float = 1e-6) -> jax.Array:
+    """(P,) -> (P,) centred ranks in [-0.5, 0.5], higher for higher fitness, members within ``tol`` of
+    each other sharing their average rank (all tied: all 0, no direction); non-finite lowest.
+
+    evosax's centred ranks order ties by index, and evosax pairs antithetic members i and i + P/2, so a
+    fully tied population gets ranks -0.5 .. 0.5 by position and the ES gradient becomes a random
+    direction, -(P/2)/(P-1) sum_{i < P/2} eps_i: the mean then walks where there is no signal."""
+    f = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+    diff = f[:, None] - f[None, :]
+    equal = (jnp.abs(diff) <= tol) | (jnp.isneginf(f)[:, None] & jnp.isneginf(f)[None, :])
+    below = (diff > 0) & ~equal
+    ranks = below.sum(axis=1) + (equal.sum(axis=1) - 1) / 2.0
     return ranks / (fitness.shape[0] - 1) - 0.5
+
+
+def tie_averaged_rank_shaping_fn(population, fitness, state, params):
+    """evosax fitness-shaping signature (minimised fitness in, shaped fitness out) with tie-averaged
+    centred ranks: see tie_averaged_centered_ranks."""
+    del population, state, params
+    return -tie_averaged_centered_ranks(-fitness)
+
+
+_centered_ranks = tie_averaged_centered_ranks
 
 
 def es_gradient_cosine(population, mean, task_returns: jax.Array, task_shaping: str = "none") -> jax.Array:

@@ -101,3 +101,20 @@ def test_fitness_noise_ratio_separates_signal_from_noise():
     noise = lambda k: 0.01 * jax.random.normal(jax.random.PRNGKey(k), (16,))  # noqa: E731
     assert float(fitness_noise_ratio(signal + noise(0), signal + noise(1))) > 10
     assert float(fitness_noise_ratio(noise(2), noise(3))) < 3
+
+
+def test_a_tied_population_has_no_gradient_agreement_and_takes_no_ranked_step():
+    """Every member returning the same fitness (the pure form's agents all at the action clip) is no
+    signal: the cosine is 0, not evosax's index-ordered ranks' spurious 1, and the tie-averaged
+    shaping gives every member rank 0 (evosax's gives -0.5..0.5 by position: a random step)."""
+    from metarl.outer.es import shape_per_task, tie_averaged_centered_ranks, tie_averaged_rank_shaping_fn
+
+    mean, pop = _population(jax.random.PRNGKey(0))
+    tied = jnp.full((16, 4), -722.0)
+    assert float(es_gradient_cosine(pop, mean, tied)) == 0.0
+    assert np.all(np.asarray(tie_averaged_centered_ranks(tied[:, 0])) == 0.0)
+    assert np.all(np.asarray(shape_per_task(tied, "centered_rank")) == 0.0)
+    f = jnp.array([3.0, 1.0, 1.0, 2.0, jnp.nan])
+    np.testing.assert_allclose(tie_averaged_centered_ranks(f), [0.5, -0.125, -0.125, 0.25, -0.5])
+    # as an evosax shaping of minimised fitness: the lowest gets the lowest shaped value, NaN the highest
+    np.testing.assert_allclose(tie_averaged_rank_shaping_fn(None, f, None, None), [0.25, -0.375, -0.375, 0.0, 0.5])

@@ -71,6 +71,10 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--task-shaping", default=None, choices=("none", "z_score", "centered_rank"),
                     help="shape each task's fitness across members before the mean over tasks "
                          "(default none: the raw mean; then centred ranks across members, as openai/EPG)")
+    ap.add_argument("--fitness-shaping", default=None,
+                    choices=("centered_rank", "centered_rank_tied", "z_score", "identity"),
+                    help="across members (default centered_rank, evosax's, as openai/EPG; centered_rank_tied: "
+                         "tied members share their average rank, so a tied population takes no step)")
     ap.add_argument("--no-crn", action="store_true", help="independent tasks/seeds per member")
     ap.add_argument("--test-agents", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=None,
@@ -113,6 +117,8 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         overrides["noise_probe"] = True
     if args.task_shaping is not None:
         overrides["task_shaping"] = args.task_shaping
+    if args.fitness_shaping is not None:
+        overrides["fitness_shaping"] = args.fitness_shaping
     es = dataclasses.replace(cfg.es, **overrides)
     cfg = dataclasses.replace(cfg, lifetime=life, es=es,
                               objective=cfg.objective if args.objective is None else args.objective,
