@@ -20,9 +20,12 @@ PRESETS = {
     # Tuned on seeds 0-2 (benchmarks/RESULTS.md): gamma 0.9, initial log-std -1 and gradient
     # clipping 0.5 make the agent's PPO term stable at this budget; PPO's own best settings
     # (swept over lr 3e-4..1e-2, gamma 0.9..0.99, log-std -2.3..0) for the baseline.
+    # The README's main job: the cpu preset evolves the residual objective L_PPO + L_phi (generation 0
+    # is the agent's PPO term exactly); the paper's pure form is one flag away (--objective pure).
     "cpu": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=3, gamma=0.9,
                                            init_log_std=-1.0, max_grad_norm=0.5),
-                            ESConfig(population_size=16, generations=30), tasks_per_member=2),
+                            ESConfig(population_size=16, generations=30), tasks_per_member=2,
+                            objective="residual"),
                   test_agents=64, ppo=(("learning_rate", 3e-3),)),
     "paper": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=3),
                               ESConfig(population_size=64, generations=2000), tasks_per_member=4),
