@@ -228,11 +228,14 @@ def fitness_ties(fitness: jax.Array, tol: float = 1e-6) -> jax.Array:
 
 def fitness_noise_ratio(first: jax.Array, second: jax.Array) -> jax.Array:
     """Signal over noise of members' fitness from two draws of tasks and keys, (P,), (P,) -> ():
-    the std over members of their mean fitness over the std of a member's own draw-to-draw noise
-    (std of (first - second) / sqrt 2). About 0 where members' differences are noise."""
+    s / sigma, the std of the members' true differences over a member's draw-to-draw noise std. With
+    sigma estimated as std(first - second) / sqrt 2, the std of the two draws' mean has variance
+    s^2 + sigma^2 / 2, so s / sigma = sqrt(max(var(mean) / sigma^2 - 1/2, 0)): 0 where members'
+    differences are all noise (the naive ratio std(mean) / sigma would read 1/sqrt 2 there)."""
     ok = jnp.isfinite(first) & jnp.isfinite(second)
     mean, diff = jnp.where(ok, (first + second) / 2, jnp.nan), jnp.where(ok, first - second, jnp.nan)
-    return jnp.nanstd(mean) / (jnp.nanstd(diff) / jnp.sqrt(2.0) + 1e-12)
+    sigma2 = jnp.nanvar(diff) / 2.0
+    return jnp.sqrt(jnp.maximum(jnp.nanvar(mean) / (sigma2 + 1e-24) - 0.5, 0.0))
 
 
 def make_generation(es, es_params, fitness_fn: Callable, cfg: ESConfig):

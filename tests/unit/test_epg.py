@@ -395,3 +395,38 @@ def test_on_policy_learner_parts_compose_to_its_lifetime():
     np.testing.assert_allclose(float(sampled), float(whole["eval_return_sampled"]), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(float(mean_action), float(whole["eval_return_mean_action"]), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(curve), np.asarray(whole["curve"]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.e2e  # (CI tier 2) ES generations of whole goal_point lifetimes (cold: a minute or two)
+@pytest.mark.parametrize("disable_update", [False, True])
+def test_es_improves_the_main_jobs_objective_from_its_ppo_start(disable_update):
+    """The README main job's objective (goal_point's cpu preset: residual, generation 0 = the agent's
+    PPO term) on a tiny fixed-seed problem: ES generations on fixed tasks and seeds (common random
+    numbers, one key) must raise the return of the ES mean over phi_0 = PPO on those same tasks and
+    seeds. With the ES update disabled (the state handed back unchanged) the mean stays phi_0 and the
+    gain is exactly 0, so the assertion fails: the test proves the update, not the start."""
+    from experiments.epg_point import PRESETS
+
+    from metarl.algorithms.epg.meta_test import epg_compare_losses
+
+    objective = PRESETS["cpu"].epg.objective
+    env = envs.make("goal_point")
+    life = LifetimeConfig(lifetime_steps=512, eval_envs=2, gamma=0.9, init_log_std=-1.0, max_grad_norm=0.5,
+                          hidden=(16, 16))
+    epg = EPG(env, EPGConfig(life, ESConfig(population_size=8, generations=6, sigma=0.1, learning_rate=0.05,
+                                            l2_penalty=0.0), tasks_per_member=4, objective=objective))
+    es, params, state, generation = epg.make_es(jax.random.PRNGKey(0))
+    phi0 = es.get_mean(state)
+    gen = jax.jit(generation)
+    key = jax.random.PRNGKey(3)
+    for _ in range(6):
+        new_state, _ = gen(state, key)
+        state = state if disable_update else new_state
+    # the fixed problem ES saw: the generation's CRN tasks/seeds are drawn from `key`; compare the two
+    # losses on fresh draws of the same train split too, paired (same tasks and seeds for both)
+    learned, initial = epg_compare_losses(epg, es.get_mean(state), phi0, jax.random.PRNGKey(3), 8)
+    gain = learned - initial
+    if disable_update:
+        assert gain == 0.0
+    else:
+        assert gain > 0.5, (learned, initial)
