@@ -17,6 +17,9 @@ rows of the lifetime, oldest first, as **one sequence** (B = 1, T = M):
   branch compares a_t,i and pi(s_t)_i in the same units; the only input that depends on the
   policy parameters (the gradient path, as MetaGenRL's pi(s));
 - r_t, d_t (every episode end, time limits included, as in MetaGenRL), mask_t = 1;
+- with ``MetaGenRLObjective(progress_input=True)`` (``--progress-input``; not in MetaGenRL): the
+  agent's lifetime progress (``OnPolicyBatch.progress``) on every step, one more input of the
+  objective's non-action branch;
 - V(s_t), V(s_{t+1}) (s_{t+1} before any auto-reset): the agent's value net at the update's start,
   stop-gradient. The value net is trained in this mode too, by the PPO term's regression on GAE
   targets at every update whatever f is (``metarl.inner.on_policy_agent``).
