@@ -33,7 +33,6 @@ from metarl.algorithms.epg.algorithm import EPG
 from metarl.algorithms.epg.meta_test import EVALUATION, epg_meta_test
 from metarl.algorithms.metagenrl import run as metagenrl_run
 from metarl.algorithms.metagenrl.meta_test import meta_test, meta_test_summary
-from metarl.objectives import registry
 from metarl.objectives.backward_lstm import BackwardLSTMObjective
 from metarl.runs.checkpoint import load_params
 from metarl.runs.meta_test_schema import write_meta_test
@@ -102,8 +101,8 @@ def load_objective(run_dir) -> SavedObjective:
                           "finished meta-training")
     if algorithm == "epg":
         cfg = s.cfg
-        objective = registry.make(cfg.objective, cfg.lifetime, context_gradient=cfg.context_gradient)
         env = envs.make(s.env_name, episode_length=s.episode_length)
+        objective = cfg.make_objective(env.action_bound)
         # the run's phi_0: the ES mean before any generation (metarl.algorithms.epg.run.build)
         k_es = jax.random.split(jax.random.PRNGKey(seed), 3)[0]
         initial = objective.init(jax.random.split(k_es)[0], env.observation_size, env.action_size)

@@ -69,11 +69,13 @@ def check_split(split: str) -> None:
 class TaskFamily:
     """A family of MDPs on one Brax system. Subclasses implement the task-specific parts.
 
-    Attributes: ``name``, ``backend``, ``observation_size``, ``action_size``, ``episode_length``.
+    Attributes: ``name``, ``backend``, ``observation_size``, ``action_size``, ``episode_length``,
+    ``action_bound`` (the env acts on actions clipped to [-action_bound, action_bound] per dimension).
     """
 
     name: str = ""
     base_env_name: str = ""
+    action_bound: float = 1.0  # brax's actuators: control range [-1, 1]
 
     def __init__(self, backend: str, episode_length: int = 1000):
         self.backend = backend

@@ -43,6 +43,7 @@ class GoalPoint(TaskFamily):
     """2-D point navigation to an unobserved goal (task: {'goal': (2,)}); r_t = -||x_t - goal||."""
 
     name = "goal_point"
+    action_bound = MAX_SPEED
 
     def make_base(self, backend: str) -> PointDynamics:
         return PointDynamics()

@@ -6,6 +6,7 @@ Inputs per step t (B sub-trajectories, T steps, A action dims):
   i -> 32-d. Its parameters do not depend on A, so one objective serves environments with any
   action dimension.
   other branch: [z(r_t), t/T, z(V(s_{t+1}) (1 - d_t)), z(V(s_t))] -> 2 mixed units -> Dense(8),
+  (with ``progress_input``, not in the original: the agent's lifetime progress as a fifth input),
   z = z-normalisation over the valid steps of the batch, V = Q1(s, pi(s)) given with stop-gradient,
   d_t = 1 at every episode end, time limits included (as in the original).
   LSTM(32) run from t = T-1 down to 0; its state is reset where an episode ends (d_t = 1) so step t
@@ -25,6 +26,8 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from metarl.objectives.on_policy import with_progress
 
 BOUND = 1e-3
 
@@ -78,11 +81,13 @@ class MetaGenRLObjective(nn.Module):
 
     lstm_features: int = 32
     hidden: int = 32
+    progress_input: bool = False  # the agent's lifetime progress as one more input of the other branch
 
     @nn.compact
-    def per_step(self, action, pi_action, reward, value, next_value, done, mask):
+    def per_step(self, action, pi_action, reward, value, next_value, done, mask, progress=None):
         """action, pi_action: (B, T, A); reward, value (V(s_t)), next_value (V(s_{t+1})), done,
-        mask: (B, T). Returns the bounded per-step objective (B, T)."""
+        mask: (B, T); progress: the lifetime progress, () or (B, T), read with ``progress_input``.
+        Returns the bounded per-step objective (B, T)."""
         sg = jax.lax.stop_gradient
         action, reward, value, next_value, done, mask = map(
             sg, (action, reward, value, next_value, done, mask))
@@ -95,6 +100,10 @@ class MetaGenRLObjective(nn.Module):
         pos = jnp.broadcast_to(jnp.arange(T, dtype=jnp.float32) / T, (B, T))
         xo = jnp.stack([_znorm(reward, mask), pos, _znorm(next_value * (1.0 - done), mask),
                         _znorm(value, mask)], axis=-1)
+        if self.progress_input:
+            if progress is None:
+                raise ValueError("this MetaGenRLObjective reads the lifetime progress: pass progress=")
+            xo = with_progress(xo, sg(progress))
         for _ in range(2):
             xo = MixedUnit(self.hidden)(xo)
         xo = nn.Dense(8)(xo)
@@ -109,8 +118,8 @@ class MetaGenRLObjective(nn.Module):
         return jnp.tanh(out * BOUND) / BOUND
 
     @nn.compact
-    def __call__(self, action, pi_action, reward, value, next_value, done, mask):
-        per = self.per_step(action, pi_action, reward, value, next_value, done, mask)
+    def __call__(self, action, pi_action, reward, value, next_value, done, mask, progress=None):
+        per = self.per_step(action, pi_action, reward, value, next_value, done, mask, progress)
         mask = jax.lax.stop_gradient(mask)
         return (per * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
@@ -121,7 +130,8 @@ def init_objective(key: jax.Array, module: MetaGenRLObjective | None = None, act
     B, T = 2, 3
     z = jnp.zeros((B, T))
     a = jnp.zeros((B, T, act_dim))
-    return module.init(key, a, a, z, z, z, z, jnp.ones((B, T)))
+    progress = jnp.zeros(()) if module.progress_input else None
+    return module.init(key, a, a, z, z, z, z, jnp.ones((B, T)), progress)
 
 
 # ---- the objective as a policy loss (metarl.protocols.Objective) ----------------------------------

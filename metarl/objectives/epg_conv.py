@@ -26,6 +26,21 @@ rows and differentiates through it; False (an approximation, 2.3x faster meta-tr
 reacher cpu preset): c is computed once per update from the policy at the update's start, held
 constant, and each minibatch step runs the policy and the head on its B rows only. The first
 minibatch's loss value is the same in both modes.
+
+Options (off by default: the paper's loss):
+
+- lifetime progress (``progress_input``, ``--progress-input``; ``progress_context``,
+  ``--progress-context``): the agent's lifetime progress t/T in [0, 1) (``OnPolicyBatch.progress``,
+  the update index over the number of updates) appended to every row the per-row head reads, and
+  with ``progress_context`` to every buffer row the convolutions read too, so the loss can change
+  over the agent's lifetime (as temporally aware LPO / LPG). The residual form's output layer still
+  starts at zero: at phi_0 it is PPO exactly.
+- a mean penalty (``mean_penalty``, ``--mean-penalty COEF``): ``COEF * mean(relu(|mu| - bound)^2)``
+  over the scored rows' policy means mu, ``bound`` the env's action bound, added to L_phi. In the
+  paper the policy mean is an unbounded MLP and the env clips the actions it is given; the pure loss
+  alone (f = 0) can then push every agent's mean far outside the action box, every agent acts at the
+  clip and all ES members tie. The penalty is part of the objective (it counts in learned and
+  initial-loss meta-tests alike), a deviation from the paper used only when asked for.
 """
 from __future__ import annotations
 
@@ -36,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metarl.objectives.on_policy import PPOMixing, loss_inputs
+from metarl.objectives.on_policy import PPOMixing, loss_inputs, mean_outside_box, with_progress
 
 
 def row_width(obs_size: int, action_size: int, memory_size: int = 32) -> int:
@@ -50,6 +65,8 @@ class EPGLoss(nn.Module):
     rows: (N, W) transitions without the memory units (oldest first), W = obs + act + 2 + 2 act.
     valid: (N,) 1 for real rows, 0 for front padding. head_idx: (B,) indices of the scored rows.
     Parameters: memory, conv1, conv2, context (the buffer part) and head_hidden, head_out.
+    ``progress_head`` / ``progress_context``: the lifetime progress (a scalar, the ``progress``
+    argument) appended to each row the head / the convolutions read (after the memory units).
     """
 
     memory_size: int = 32
@@ -57,6 +74,12 @@ class EPGLoss(nn.Module):
     head_hidden: int = 16
     # the output layer starts at zero (L_phi = 0 at phi_0): the residual objective L_PPO + L_phi
     zero_output: bool = False
+    progress_head: bool = False  # the lifetime progress as one more input of the per-row head
+    progress_context: bool = False  # ... and of the buffer rows the context convolutions read
+
+    @property
+    def reads_progress(self) -> bool:
+        return self.progress_head or self.progress_context
 
     def setup(self):
         self.memory_dense = nn.Dense(self.memory_size, name="memory")
@@ -67,30 +90,41 @@ class EPGLoss(nn.Module):
         out_init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()
         self.out_dense = nn.Dense(1, kernel_init=out_init, name="head_out")
 
-    def _with_memory(self, rows, valid):
-        """(R, W), (R,) -> (R, W + memory): rows with the memory units appended, padding zeroed."""
+    def _with_memory(self, rows, valid, progress=None):
+        """(R, W), (R,) -> (R, W + memory [+ 1]): rows with the memory units (and the progress where
+        given) appended, padding zeroed."""
         memory = nn.tanh(self.memory_dense(jnp.ones((1,), rows.dtype)))
         x = jnp.concatenate([rows, jnp.broadcast_to(memory, (rows.shape[0], self.memory_size))], -1)
+        if progress is not None:
+            x = with_progress(x, progress)
         return x * valid[:, None]
 
-    def context(self, rows, valid):
-        """The buffer's context c: rows (N, W), valid (N,) -> (context_size,)."""
-        x = self._with_memory(rows, valid)
+    def _progress(self, progress, used: bool):
+        if not used:
+            return None
+        if progress is None:
+            raise ValueError("this EPGLoss reads the lifetime progress: pass progress=")
+        return progress
+
+    def context(self, rows, valid, progress=None):
+        """The buffer's context c: rows (N, W), valid (N,), progress () (read with
+        ``progress_context``) -> (context_size,)."""
+        x = self._with_memory(rows, valid, self._progress(progress, self.progress_context))
         h = nn.leaky_relu(self.conv1(x))
         h = nn.leaky_relu(self.conv2(h))
         return self.context_dense(h.mean(axis=0))
 
-    def head(self, rows_b, context, valid_b=None):
+    def head(self, rows_b, context, valid_b=None, progress=None):
         """Mean head score of a minibatch: rows_b (B, W), context (context_size,),
-        valid_b (B,) or None (all real rows) -> scalar."""
+        valid_b (B,) or None (all real rows), progress () (read with ``progress_head``) -> scalar."""
         valid_b = jnp.ones(rows_b.shape[0], rows_b.dtype) if valid_b is None else valid_b
-        x = self._with_memory(rows_b, valid_b)
+        x = self._with_memory(rows_b, valid_b, self._progress(progress, self.progress_head))
         x = jnp.concatenate([x, jnp.broadcast_to(context, (x.shape[0], self.context_size))], -1)
         out = self.out_dense(nn.leaky_relu(self.hidden_dense(x)))
         return out.mean()
 
-    def __call__(self, rows, valid, head_idx):
-        return self.head(rows[head_idx], self.context(rows, valid), valid[head_idx])
+    def __call__(self, rows, valid, head_idx, progress=None):
+        return self.head(rows[head_idx], self.context(rows, valid, progress), valid[head_idx], progress)
 
 
 def init_epg_loss(key, obs_size: int, action_size: int, buffer_size: int = 512, batch: int = 32,
@@ -98,8 +132,9 @@ def init_epg_loss(key, obs_size: int, action_size: int, buffer_size: int = 512, 
     """Initial parameters phi of the loss network for the given environment shapes."""
     module = module or EPGLoss()
     width = row_width(obs_size, action_size, module.memory_size) - module.memory_size
+    progress = jnp.zeros(()) if module.reads_progress else None
     return module.init(key, jnp.zeros((buffer_size, width)), jnp.ones(buffer_size),
-                       jnp.arange(batch))
+                       jnp.arange(batch), progress)
 
 
 def param_count(params) -> int:
@@ -112,7 +147,8 @@ class ConvObjective:
 
     ``batch``: one buffer of N rows and the B rows scored, ``{"s": (N, obs) normalised observations
     (the policy's input), "data": (N, obs + act + 2) normalised s and a, r, d, "valid": (N,),
-    "head_idx": (B,)}`` (metarl.objectives.on_policy.loss_inputs). ``learner.pi(policy_params, s)``
+    "head_idx": (B,)[, "progress": () the lifetime progress, read where the module takes it]}``
+    (metarl.objectives.on_policy.loss_inputs). ``learner.pi(policy_params, s)``
     gives the Gaussian policy's outputs (mu, log_std), the only way the policy enters L_phi.
     Unlike MetaGenRL's L_alpha, phi's shapes depend on the body's sizes (and N >= 21 rows: the two
     strided convolutions need them), so a loss evolved on one body cannot train another.
@@ -131,7 +167,7 @@ class ConvObjective:
         both differentiable in the policy's parameters."""
         mean, log_std = learner.pi(policy_params, batch["s"])
         rows = jnp.concatenate([batch["data"], mean, log_std], axis=-1)
-        return self.module.apply(obj_params, rows, batch["valid"], batch["head_idx"])
+        return self.module.apply(obj_params, rows, batch["valid"], batch["head_idx"], batch.get("progress"))
 
 
 def make_epg_loss_parts(pi, loss_module: EPGLoss):
@@ -148,23 +184,26 @@ def make_epg_loss_parts(pi, loss_module: EPGLoss):
       only, scored against a given c.
 
     (mean_b, log_std_b) (B, act_dim) are the policy's outputs on the scored rows (reused by PPO).
+    Each takes an optional last argument ``progress`` (), the lifetime progress, for a module that
+    reads it.
     """
 
     def rows_of(pp, s, data):
         mean, log_std = pi(pp, s)
         return jnp.concatenate([data, mean, log_std], axis=-1), (mean, log_std)
 
-    def exact(pp, lp, inp, head_idx):
+    def exact(pp, lp, inp, head_idx, progress=None):
         rows, (mean, log_std) = rows_of(pp, inp.s, inp.data)
-        return loss_module.apply(lp, rows, inp.valid, head_idx), (mean[head_idx], log_std[head_idx])
+        return (loss_module.apply(lp, rows, inp.valid, head_idx, progress),
+                (mean[head_idx], log_std[head_idx]))
 
-    def context(pp, lp, inp):
+    def context(pp, lp, inp, progress=None):
         rows, _ = rows_of(pp, inp.s, inp.data)
-        return loss_module.apply(lp, rows, inp.valid, method=EPGLoss.context)
+        return loss_module.apply(lp, rows, inp.valid, progress, method=EPGLoss.context)
 
-    def head(pp, lp, inp, head_idx, c):
+    def head(pp, lp, inp, head_idx, c, progress=None):
         rows_b, outs_b = rows_of(pp, inp.s[head_idx], inp.data[head_idx])
-        return loss_module.apply(lp, rows_b, c, inp.valid[head_idx], method=EPGLoss.head), outs_b
+        return loss_module.apply(lp, rows_b, c, inp.valid[head_idx], progress, method=EPGLoss.head), outs_b
 
     return exact, context, head
 
@@ -190,29 +229,47 @@ def make_epg_policy_loss(pi, loss_module: EPGLoss, context_gradient: bool = True
 
 @dataclasses.dataclass(frozen=True)
 class PureConvObjective(PPOMixing, ConvObjective):
-    """EPG's L_phi for the on-policy agent, the paper's form: (1 - f) L_phi + f L_PPO."""
+    """EPG's L_phi for the on-policy agent, the paper's form: (1 - f) L_phi + f L_PPO.
+
+    ``mean_penalty`` > 0 (not the paper's): L_phi + mean_penalty * mean(relu(|mu| - action_bound)^2)
+    over the scored rows' policy means mu. The paper's policy mean is an unbounded MLP and the env
+    clips the actions; with the pure loss alone the means can drift far outside the action box (every
+    agent then acts at the clip and ES members tie), which this term, part of the objective, resists.
+    ``progress_input`` (read from ``module``): see the module docstring.
+    """
 
     context_gradient: bool = True
+    mean_penalty: float = 0.0
+    action_bound: float = 1.0
     ppo_always: ClassVar[bool] = False
     value_always: ClassVar[bool] = False
 
     def prepare(self, phi, policy_params, batch, actor):
-        """(the buffer's LossInputs, the held context c or None, offset N - M of the newest rows)."""
+        """(the buffer's LossInputs, the held context c or None, offset N - M of the newest rows,
+        the lifetime progress or None where the module does not read it)."""
         inp = batch.buffer
         offset = inp.s.shape[0] - batch.s.shape[0]
+        progress = batch.progress if self.module.reads_progress else None
         if self.context_gradient:
-            return inp, None, offset
+            return inp, None, offset, progress
         _, context, _ = make_epg_loss_parts(actor.pi, self.module)
-        return inp, jax.lax.stop_gradient(context(policy_params, phi, inp)), offset
+        return inp, jax.lax.stop_gradient(context(policy_params, phi, inp, progress)), offset, progress
 
     def minibatch_loss(self, phi, policy_params, inputs, idx, actor):
-        """(L_phi of the newest rows at idx (B,), their policy outputs or None)."""
-        inp, c, offset = inputs
+        """(L_phi (+ the mean penalty) of the newest rows at idx (B,), their policy outputs or None)."""
+        inp, c, offset, progress = inputs
         if c is None:  # the exact loss through the Objective interface
-            return self.policy_loss(phi, policy_params, {"s": inp.s, "data": inp.data, "valid": inp.valid,
-                                                         "head_idx": offset + idx}, actor), None
-        _, _, head = make_epg_loss_parts(actor.pi, self.module)  # the context held, the head per minibatch
-        return head(policy_params, phi, inp, offset + idx, c)
+            batch = {"s": inp.s, "data": inp.data, "valid": inp.valid, "head_idx": offset + idx}
+            if progress is not None:
+                batch["progress"] = progress
+            loss, outs = self.policy_loss(phi, policy_params, batch, actor), None
+        else:
+            _, _, head = make_epg_loss_parts(actor.pi, self.module)  # the context held, the head per minibatch
+            loss, outs = head(policy_params, phi, inp, offset + idx, c, progress)
+        if self.mean_penalty > 0:
+            mean = actor.pi(policy_params, inp.s[offset + idx])[0] if outs is None else outs[0]
+            loss = loss + self.mean_penalty * mean_outside_box(mean, self.action_bound)
+        return loss, outs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ L_PPO + mean_B d_theta(x), with d_theta a small tanh MLP over the features
 
     x = [r - 1, log r, clip(r) - 1, A, (r - 1) A, (log r) A]   each clipped to [-feature_clip, feature_clip]
 
-(and, with ``lifetime_progress``, the agent's lifetime progress t / T as one more input, as in
+(and, with ``progress_input``, the agent's lifetime progress t / T as one more input, as in
 temporally aware LPO, Jackson et al. 2024), whose output layer starts at zero: at theta_0 the loss is
 the agent's PPO term exactly, so ES starts from PPO and searches for a correction to it. Unlike LPO,
 d_theta is not constrained to be >= 0 or 0 at r = 1 (a deviation: ES may find any correction), and
@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from metarl.networks import gaussian_log_prob
-from metarl.objectives.on_policy import PPOMixing
+from metarl.objectives.on_policy import PPOMixing, with_progress
 
 
 class DriftNet(nn.Module):
@@ -52,13 +52,13 @@ class DriftObjective(PPOMixing):
     net: DriftNet = dataclasses.field(default_factory=DriftNet)
     clip_eps: float = 0.2
     feature_clip: float = 5.0
-    lifetime_progress: bool = False
+    progress_input: bool = False  # drift_t, or drift with --progress-input
     ppo_always: ClassVar[bool] = True
     value_always: ClassVar[bool] = False
 
     @property
     def num_features(self) -> int:
-        return 6 + int(self.lifetime_progress)
+        return 6 + int(self.progress_input)
 
     def init(self, key, obs_size: int, act_size: int):
         """theta_0 (its shapes do not depend on the body)."""
@@ -72,6 +72,6 @@ class DriftObjective(PPOMixing):
         mean, log_std = actor.pi(policy_params, batch.s[idx])
         ratio = jnp.exp(gaussian_log_prob(mean, log_std, batch.action[idx]) - batch.log_prob[idx])
         x = drift_features(ratio, batch.advantage[idx], self.clip_eps, self.feature_clip)
-        if self.lifetime_progress:
-            x = jnp.concatenate([x, jnp.broadcast_to(batch.progress, x.shape[:-1])[..., None]], axis=-1)
+        if self.progress_input:
+            x = with_progress(x, batch.progress)
         return self.net.apply(theta, x).mean(), (mean, log_std)

@@ -17,6 +17,9 @@ rows of the lifetime, oldest first, as **one sequence** (B = 1, T = M):
   branch compares a_t,i and pi(s_t)_i in the same units; the only input that depends on the
   policy parameters (the gradient path, as MetaGenRL's pi(s));
 - r_t, d_t (every episode end, time limits included, as in MetaGenRL), mask_t = 1;
+- with ``MetaGenRLObjective(progress_input=True)`` (``--progress-input``; not in MetaGenRL): the
+  agent's lifetime progress (``OnPolicyBatch.progress``) on every step, one more input of the
+  objective's non-action branch;
 - V(s_t), V(s_{t+1}) (s_{t+1} before any auto-reset): the agent's value net at the update's start,
   stop-gradient. The value net is trained in this mode too, by the PPO term's regression on GAE
   targets at every update whatever f is (``metarl.inner.on_policy_agent``).
@@ -67,15 +70,17 @@ class LSTMInputs:
     done: jax.Array  # (T,) 1 at every episode end (time limits included)
     mask: jax.Array  # (T,) 1 for real rows
     act_stats: running_statistics.RunningStatisticsState  # the action normaliser (also for pi(s))
+    progress: jax.Array | None = None  # () the lifetime progress, where the module reads it
 
 
-def lstm_inputs(s, action, reward, value, next_value, done, act_stats) -> LSTMInputs:
+def lstm_inputs(s, action, reward, value, next_value, done, act_stats, progress=None) -> LSTMInputs:
     """Builds one update's ``LSTMInputs``: s (T, obs_dim) normalised, action (T, act_dim) raw,
-    reward, value, next_value, done (T,); value and next_value are stop-gradient'd here."""
+    reward, value, next_value, done (T,); value and next_value are stop-gradient'd here; progress
+    () the lifetime progress or None."""
     sg = jax.lax.stop_gradient
     return LSTMInputs(s=s, action=running_statistics.normalize(action, act_stats), reward=reward,
                       value=sg(value), next_value=sg(next_value), done=done,
-                      mask=jnp.ones_like(reward), act_stats=act_stats)
+                      mask=jnp.ones_like(reward), act_stats=act_stats, progress=progress)
 
 
 def make_lstm_policy_loss(pi, module: MetaGenRLObjective):
@@ -91,8 +96,9 @@ def make_lstm_policy_loss(pi, module: MetaGenRLObjective):
         mean, log_std = pi(policy_params, inp.s)
         pi_a = running_statistics.normalize(mean, inp.act_stats)
         one = lambda x: x[None]  # (T, ...) -> (1, T, ...)
+        progress = None if inp.progress is None else jnp.broadcast_to(inp.progress, (1,) + inp.reward.shape)
         per = module.apply(alpha, one(inp.action), one(pi_a), one(inp.reward), one(inp.value),
-                           one(inp.next_value), one(inp.done), one(inp.mask),
+                           one(inp.next_value), one(inp.done), one(inp.mask), progress,
                            method=MetaGenRLObjective.per_step)[0]  # (T,)
         m = jax.lax.stop_gradient(inp.mask[idx])
         return (per[idx] * m).sum() / jnp.maximum(m.sum(), 1.0), (mean, log_std)
@@ -115,7 +121,7 @@ class LSTMOnPolicyObjective(PPOMixing):
 
     def prepare(self, alpha, policy_params, batch, actor) -> LSTMInputs:
         return lstm_inputs(batch.s, batch.action, batch.reward, batch.value, batch.next_value, batch.done,
-                           batch.act_stats)
+                           batch.act_stats, batch.progress if self.module.progress_input else None)
 
     def minibatch_loss(self, alpha, policy_params, inp: LSTMInputs, idx, actor):
         """(L_alpha of the rows at idx (B,), the policy's (mean, log_std) on them)."""

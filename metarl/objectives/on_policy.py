@@ -57,6 +57,20 @@ class OnPolicyBatch:
     progress: jax.Array  # () the lifetime's progress: updates done / updates in the lifetime, in [0, 1)
 
 
+def with_progress(x, progress):
+    """x (..., F) with the lifetime progress (a scalar, or any shape that broadcasts to x's leading
+    axes) appended as one more feature: (..., F + 1). The one way every objective with a
+    ``progress_input`` reads ``OnPolicyBatch.progress``."""
+    p = jnp.broadcast_to(jnp.asarray(progress, x.dtype), x.shape[:-1])
+    return jnp.concatenate([x, p[..., None]], axis=-1)
+
+
+def mean_outside_box(mean, bound: float):
+    """mean_{rows, dims} relu(|mu| - bound)^2: how far the policy means lie outside the action box
+    [-bound, bound] (0 inside it)."""
+    return jnp.mean(jnp.square(jax.nn.relu(jnp.abs(mean) - bound)))
+
+
 class PPOMixing:
     """How a learned loss L is mixed with the agent's PPO term (see the module docstring)."""
 

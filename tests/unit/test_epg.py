@@ -294,17 +294,21 @@ def test_meta_test_lifetime_reports_sampled_mean_action_and_no_update_returns():
     assert float(out["no_update_return"]) < float(out["no_update_return_mean_action"])
 
 
-def test_residual_objective_starts_as_ppo_exactly():
+@pytest.mark.parametrize("progress", ["off", "head", "context"])
+def test_residual_objective_starts_as_ppo_exactly(progress):
     """ResidualConvObjective (EPGLoss(zero_output=True)): L_phi = 0 at phi_0, so the residual lifetime
-    L_PPO + L_phi equals the pure lifetime with f = 1 (PPO alone) for the same seeds."""
+    L_PPO + L_phi equals the pure lifetime with f = 1 (PPO alone) for the same seeds; also with the
+    lifetime progress as an input of the head (--progress-input) and of the context rows
+    (--progress-context)."""
     env = envs.make("goal_point")
     base = LifetimeConfig(lifetime_steps=128, buffer_size=128, eval_envs=1, hidden=(16, 16))
-    module = EPGLoss(zero_output=True)
+    module = EPGLoss(zero_output=True, progress_head=progress != "off", progress_context=progress == "context")
     phi = init_epg_loss(jax.random.PRNGKey(0), 2, 2, 128, module=module)
     assert float(jnp.abs(phi["params"]["head_out"]["kernel"]).max()) == 0.0
     task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
-    residual = ResidualConvObjective(buffer_size=128, minibatch_size=32)
-    assert residual.module == module
+    residual = registry.make("residual", base, progress_input=progress != "off",
+                             progress_context=progress == "context")
+    assert isinstance(residual, ResidualConvObjective) and residual.module == module
     chex.assert_trees_all_equal(phi, residual.init(jax.random.PRNGKey(0), 2, 2))
     res = jax.jit(make_lifetime(env, base, residual))(phi, task, key)
     ppo = jax.jit(make_lifetime(env, base, PureConvObjective(module, 128, 32)))(phi, task, key, 1.0)

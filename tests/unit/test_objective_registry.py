@@ -54,8 +54,9 @@ def test_readme_new_objective_snippet_runs():
 
 def test_drift_objective_starts_as_ppo_exactly_and_its_parameters_move_the_agent():
     """LPO's learned drift (--objective drift): d_theta = 0 at theta_0, so the lifetime equals the
-    residual objective's at phi_0 (the agent's PPO term alone) for the same seeds; a nonzero output
-    layer changes the lifetime (the drift reaches the policy through r)."""
+    residual objective's at phi_0 (the agent's PPO term alone) for the same seeds, with and without
+    the lifetime progress as an input (drift_t; the residual conv loss with --progress-input); a
+    nonzero output layer changes the lifetime (the drift reaches the policy through r)."""
     import chex
     import jax.numpy as jnp
 
@@ -69,7 +70,7 @@ def test_drift_objective_starts_as_ppo_exactly_and_its_parameters_move_the_agent
     for drift in (registry.make("drift", life), registry.make("drift_t", life)):
         assert isinstance(drift, DriftObjective) and isinstance(drift, OnPolicyObjective) and drift.ppo_always
         theta = drift.init(jax.random.PRNGKey(0), 2, 2)
-        residual = registry.make("residual", life)
+        residual = registry.make("residual", life, progress_input=drift.progress_input)
         phi = residual.init(jax.random.PRNGKey(0), 2, 2)
         a = jax.jit(make_lifetime(env, life, drift))(theta, task, key)
         b = jax.jit(make_lifetime(env, life, residual))(phi, task, key)

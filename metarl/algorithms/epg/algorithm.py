@@ -45,13 +45,31 @@ class EPGConfig:
     # a member's fitness on a task: "final" (the paper: the return after the lifetime) or "auc" (the
     # mean return of the episodes completed over the lifetime, final return where none: trains faster)
     fitness: str = "final"
+    # the agent's lifetime progress t/T as an input of the objective's network (--progress-input; for
+    # the conv loss: of its per-row head, and with progress_context of its context rows too)
+    progress_input: bool = False
+    progress_context: bool = False
+    # the conv loss's penalty coef * mean(relu(|mu| - the env's action bound)^2) on the policy means
+    # (--mean-penalty; 0: off, the paper)
+    mean_penalty: float = 0.0
+
+    def objective_options(self, action_bound: float = 1.0) -> dict:
+        """The registry options (metarl.objectives.registry.OPTIONS) of this config's objective."""
+        return {"progress_input": self.progress_input, "progress_context": self.progress_context,
+                "mean_penalty": self.mean_penalty, "action_bound": action_bound}
+
+    def make_objective(self, action_bound: float = 1.0):
+        """``objective`` from the registry with this config's options, for an env whose actions are
+        clipped to [-action_bound, action_bound]."""
+        return registry.make(self.objective, self.lifetime, context_gradient=self.context_gradient,
+                             **self.objective_options(action_bound))
 
     def validate(self) -> "EPGConfig":
         self.lifetime.validate()
         self.es.validate()
         if self.tasks_per_member <= 0:
             raise ValueError(f"tasks_per_member must be a positive integer, got {self.tasks_per_member}")
-        registry.make(self.objective, self.lifetime, context_gradient=self.context_gradient)
+        self.make_objective()
         if self.fitness not in FITNESS:
             raise ValueError(f"unknown fitness {self.fitness!r}; expected one of {', '.join(FITNESS)}")
         return self
@@ -82,8 +100,7 @@ class EPG:
         ``mesh``: an optional population mesh (metarl.distributed); members are split over it."""
         self.env, self.config = env, config.validate()
         self.mesh = mesh
-        self.objective = objective or registry.make(config.objective, config.lifetime,
-                                                    context_gradient=config.context_gradient)
+        self.objective = objective or config.make_objective(getattr(env, "action_bound", 1.0))
         # The PPO term is compiled in only when the schedule ever uses it (f > 0 at some generation)
         # or the objective always mixes it in.
         with_ppo = config.ppo_anneal_fraction > 0

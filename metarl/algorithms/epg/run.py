@@ -54,6 +54,17 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                          "with L_phi's output layer starting at zero (ES starts from PPO); lstm: "
                          "(1 - f) L_alpha + f L_PPO, ES evolving MetaGenRL's backward-LSTM objective "
                          "L_alpha on EPG's on-policy learner (a new combination)")
+    ap.add_argument("--progress-input", action="store_true",
+                    help="the agent's lifetime progress t/T (update index / updates) as one more input of "
+                         "the learned objective's network (conv loss: its per-row head; lstm and drift: "
+                         "their inputs; drift_t always has it); not in the paper")
+    ap.add_argument("--progress-context", action="store_true",
+                    help="with --progress-input and the conv loss (pure, residual): append the progress "
+                         "to the buffer rows its context convolutions read too")
+    ap.add_argument("--mean-penalty", type=float, default=None, metavar="COEF",
+                    help="conv loss (pure, residual): add COEF * mean(relu(|mu| - the env's action "
+                         "bound)^2) on the policy means to the objective (default 0: off, the paper, "
+                         "whose unbounded policy mean the env clips)")
     ap.add_argument("--l2-penalty", type=float, default=None,
                     help="weight decay on the ES gradient (default 1e-3 where the strategy has an optax "
                          "optimiser, as openai/EPG; strategies without one refuse a nonzero value)")
@@ -124,10 +135,17 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                               objective=cfg.objective if args.objective is None else args.objective,
                               context_gradient=cfg.context_gradient and not args.no_context_gradient,
                               fitness=cfg.fitness if args.fitness is None else args.fitness,
+                              progress_input=cfg.progress_input or args.progress_input,
+                              progress_context=cfg.progress_context or args.progress_context,
+                              mean_penalty=cfg.mean_penalty if args.mean_penalty is None else args.mean_penalty,
                               tasks_per_member=(cfg.tasks_per_member if args.tasks_per_member is None
                                                 else args.tasks_per_member),
                               common_random_numbers=cfg.common_random_numbers and not args.no_crn)
     test_agents = args.test_agents if args.test_agents is not None else p.test_agents
+    if args.mean_penalty is not None and not (np.isfinite(args.mean_penalty) and args.mean_penalty >= 0):
+        raise ConfigError(f"--mean-penalty must be a finite number >= 0, got {args.mean_penalty}")
+    if args.progress_context and not cfg.progress_input:
+        raise ConfigError("--progress-context needs --progress-input")
     if args.strategy is not None and args.strategy not in strategies() + TRUNCATED:
         raise ConfigError(f"unknown --strategy {args.strategy!r}; expected one of {', '.join(strategies())}")
     try:
@@ -233,6 +251,7 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         tenth = max(1, G // 10)
         summary = {
             "algorithm": "epg", "env": s.env_name, "objective": cfg.objective, "fitness": cfg.fitness,
+            "progress_input": cfg.progress_input, "mean_penalty": cfg.mean_penalty,
             "task_shaping": cfg.es.task_shaping,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
