@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import markdown_table, section_preamble, write_section
+from benchmarks.common import markdown_table, paired_bootstrap, section_preamble, write_section
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo", "no_update", "zero_action")
 
@@ -46,22 +46,44 @@ def criteria(ret: dict, fwd: dict | None) -> list[tuple[str, bool]]:
     return out
 
 
-def table(summaries: list[dict], env: str, fresh_from: int, kind: str):
+def per_agent(run_dir: str, env: str, kind: str) -> dict:
+    """{method: (agents,) returns} (``kind`` "forward": forward-progress returns) from meta_test.json."""
+    path = os.path.join(run_dir, "meta_test.json")
+    if not os.path.exists(path):
+        return {}
+    key = "forward_returns" if kind == "forward" else "returns"
+    return {m: np.asarray(v[key], np.float64) for m, v in json.load(open(path)).get(env, {}).items() if key in v}
+
+
+def table(summaries: list[dict], env: str, fresh_from: int, kind: str, agents: list[dict] | None = None):
+    """Per-seed means, and learned - initial with its paired bootstrap 95% interval over the meta-test
+    agents (every method trains the same seeds on the same tasks). Returns (markdown, means by group,
+    {group: [interval above 0 per seed]})."""
+    agents = agents or [{} for _ in summaries]
     methods = [m for m in METHODS if all(m in rows_of(s, env, kind) for s in summaries)]
-    header = ["seed", *methods, "wall (s)"]
-    rows, groups = [], {"tuning": [], "fresh": []}
-    for s in sorted(summaries, key=lambda s: s["seed"]):
+    header = ["seed", *methods, "learned - initial [95% CI]", "wall (s)"]
+    rows, groups, above = [], {"tuning": [], "fresh": []}, {"tuning": [], "fresh": []}
+    for s, ag in sorted(zip(summaries, agents), key=lambda p: p[0]["seed"]):
         r = rows_of(s, env, kind)
         vals = [r[m] for m in methods]
-        groups["fresh" if s["seed"] >= fresh_from else "tuning"].append(vals)
-        rows.append([s["seed"], *[f"{v:.2f}" for v in vals], f"{s['wall_s']:.0f}"])
+        group = "fresh" if s["seed"] >= fresh_from else "tuning"
+        groups[group].append(vals)
+        if "learned" in ag and "initial_loss" in ag and ag["learned"].size >= 2:
+            d, lo, hi = paired_bootstrap(ag["learned"], ag["initial_loss"])
+            cell = f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            above[group].append(lo > 0)
+        else:
+            cell = f"{r['learned'] - r['initial_loss']:+.2f} [n/a]" if "initial_loss" in r else "n/a"
+        rows.append([s["seed"], *[f"{v:.2f}" for v in vals], cell, f"{s['wall_s']:.0f}"])
     means = {}
     for name, vals in groups.items():
         if vals:
             mean = np.mean(vals, axis=0)
             means[name] = dict(zip(methods, mean.tolist()))
-            rows.append([f"**mean, {name} seeds**", *[f"**{v:.2f}**" for v in mean], ""])
-    return markdown_table(header, rows), means
+            m = means[name]
+            delta = f"**{m['learned'] - m['initial_loss']:+.2f}**" if "initial_loss" in m else ""
+            rows.append([f"**mean, {name} seeds**", *[f"**{v:.2f}**" for v in mean], delta, ""])
+    return markdown_table(header, rows), means, above
 
 
 def main(argv=None) -> None:
@@ -73,21 +95,24 @@ def main(argv=None) -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     dirs = sorted({d for pat in args.collect for d in glob.glob(pat)})
-    summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in dirs
-                 if os.path.exists(os.path.join(d, "summary.json"))]
-    summaries = [s for s in summaries if args.env in s["meta_test"].get("per_env", {})]
+    dirs = [d for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
+    pairs = [(d, json.load(open(os.path.join(d, "summary.json")))) for d in dirs]
+    pairs = [(d, s) for d, s in pairs if args.env in s["meta_test"].get("per_env", {})]
+    dirs, summaries = [d for d, _ in pairs], [s for _, s in pairs]
     if not summaries:
         print(f"error: no finished MetaGenRL run with a meta-test on {args.env!r} among {args.collect}",
               file=sys.stderr)
         raise SystemExit(2)
     s0 = summaries[0]
     unseen = args.env not in s0["train_envs"]
-    ret_table, ret_means = table(summaries, args.env, args.fresh_from, "return")
+    ret_table, ret_means, ret_above = table(summaries, args.env, args.fresh_from, "return",
+                                            [per_agent(d, args.env, "return") for d in dirs])
     parts = [f"Return per episode (first episode of each of {s0['meta_test']['eval_envs']} evaluation "
              f"envs, deployed policy):\n\n{ret_table}\n"]
-    fwd_means = {}
+    fwd_means, fwd_above = {}, {}
     if any(k.endswith("_forward_return") for k in s0["meta_test"]["per_env"][args.env]):
-        fwd_table, fwd_means = table(summaries, args.env, args.fresh_from, "forward")
+        fwd_table, fwd_means, fwd_above = table(summaries, args.env, args.fresh_from, "forward",
+                                                [per_agent(d, args.env, "forward") for d in dirs])
         parts.append(f"Forward-progress return (the return without survival bonus and control cost):\n\n"
                      f"{fwd_table}\n")
     notes = []
@@ -99,13 +124,19 @@ def main(argv=None) -> None:
                      f"return **{m['learned'] - m['initial_loss']:+.2f}**" +
                      (f", forward **{fwd_means['fresh']['learned'] - fwd_means['fresh']['initial_loss']:+.2f}**"
                       if fwd_means else ""))
+        for name, above in (("return", ret_above), ("forward return", fwd_above)):
+            if above and above.get("fresh"):
+                notes.append(f"- fresh seeds whose paired 95% interval of learned - initial ({name}) lies above 0: "
+                             f"**{sum(above['fresh'])} of {len(above['fresh'])}**")
     cfg = s0["config"]
+    backends = s0.get("backends")
     title = f"MetaGenRL seeds: {args.env} ({'unseen' if unseen else 'seen'} body), {args.tag}"
     text = (section_preamble(title) +
             f"- meta-training: {', '.join(s0['train_envs'])}; {cfg['meta']['agents_per_env']} agents per "
             f"body, {s0.get('meta_iterations', s0.get('outer_steps', s0.get('generations')))} meta-iterations of "
             f"{cfg['meta']['steps_per_iteration']} steps, lookahead step {cfg['meta']['lookahead_step']}, "
             f"meta lr {cfg['meta'].get('meta_lr')}, warm start {cfg['meta'].get('warm_start_steps')} steps\n"
+            + (f"- backends: {', '.join(f'{k}={v}' for k, v in backends.items())}\n" if backends else "") +
             f"- meta-test: {s0['meta_test']['seeds']} fresh agents per method, {cfg['test']['total_steps']} env "
             f"steps each; seeds < {args.fresh_from} were used for tuning, the others never\n\n"
             + "\n".join(parts) + "\n" + "\n".join(notes) + "\n")

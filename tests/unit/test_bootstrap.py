@@ -49,3 +49,30 @@ def test_epg_seeds_table_reports_learned_minus_initial_with_its_interval():
     assert "+3.00 [+3.00, +3.00]" in text and "Median / mean of the worst 5%" in text
     assert any("learned - initial >= 0.25 (oracle - initial)" in n and "holds" in n for n in notes)
     assert any("2 of 2" in n for n in notes)
+
+
+def test_metagenrl_seeds_reads_paired_agents_and_reports_the_interval(tmp_path, capsys):
+    import json
+
+    from benchmarks.metagenrl_seeds import main
+
+    rng = np.random.default_rng(3)
+    methods = ("learned", "initial_loss", "td3", "reinforce", "ppo", "no_update", "zero_action")
+    for seed in (3, 4):
+        base = rng.normal(100, 30, 8)
+        per = {m: base + {"learned": 20.0, "zero_action": -50.0}.get(m, 0.0) for m in methods}
+        d = tmp_path / f"run-s{seed}"
+        d.mkdir()
+        (d / "meta_test.json").write_text(json.dumps(
+            {"hopper": {m: {"returns": v.tolist(), "forward_returns": (v / 2).tolist()} for m, v in per.items()}}))
+        flat = {f"{m}{k}": float(f(v).mean()) for m, v in per.items()
+                for k, f in (("_return", lambda x: x), ("_forward_return", lambda x: x / 2))}
+        (d / "summary.json").write_text(json.dumps({
+            "seed": seed, "wall_s": 1.0, "train_envs": ["reacher"], "backends": {"hopper": "generalized"},
+            "config": {"meta": {"agents_per_env": 2, "steps_per_iteration": 10, "lookahead_step": 0.1},
+                       "test": {"total_steps": 100}},
+            "meta_test": {"seeds": 8, "eval_envs": 1, "per_env": {"hopper": flat}}}))
+    main(["--collect", str(tmp_path / "run-s*"), "--env", "hopper", "--no-write"])
+    out = capsys.readouterr().out
+    assert "+20.00 [+20.00, +20.00]" in out and "+10.00 [+10.00, +10.00]" in out
+    assert "(forward return) lies above 0: **2 of 2**" in out and "backends: hopper=generalized" in out
