@@ -5,6 +5,7 @@ python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed
        [--lookahead-step E] [--meta-lr L] [--warm-start-steps W]
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
        [--outer {metagrad,es}] [--population P] [--generations G]
+       [--val-every K] [--val-agents N] [--val-lifetime-steps L] [--select {best,last}]
 python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
 
 ``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
@@ -13,6 +14,15 @@ frozen-objective harness (metarl/algorithms/metagenrl/es.py; sizes in each prese
 meta-test is the same, learned = the ES mean at the end, initial_loss = alpha_0. The run itself
 (flags, checkpoints, resume, outputs) is metarl/algorithms/metagenrl/run.py on metarl/runs/driver.py;
 ``--meta-iterations`` (``--generations`` with ``--outer es``) may extend a resumed run.
+
+Meta-validation (``--outer metagrad``; metarl/algorithms/metagenrl/validation.py; each preset's
+``val``): every ``--val-every`` meta-iterations (and after the last, and for alpha_0 at iteration 0)
+``--val-agents`` fresh held-out agents per meta-training body train ``--val-lifetime-steps`` env steps
+with the current objective frozen (the same agents every time), logged as ``meta_val_return`` (and
+``meta_val_return/<env>``); the best objective (ties: the later) is kept in the checkpoints and, with
+``--select best`` (the default when validation is on), is the meta-test's ``learned`` and objective/'s.
+``--val-every 0`` turns it off (``smoke``'s default); summary.json's ``meta_validation`` names the
+selected iteration and its meta_val_return.
 
 Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
 population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/
