@@ -112,9 +112,12 @@ def due(iteration: int, every: int, total: int) -> bool:
 
 
 def _host_copy(tree):
+    """Host numpy copies (gathered across hosts): never views of buffers that a later meta-iteration donates."""
     import jax
 
-    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+    from metarl import distributed
+
+    return jax.tree_util.tree_map(lambda x: np.array(x, copy=True), distributed.to_host(tree))
 
 
 class Validator:
