@@ -113,3 +113,13 @@ def test_best_objective_survives_a_checkpoint_round_trip(tmp_path):
     assert int(restored["val_best_iteration"]) == 1 and float(restored["val_best_return"]) == 3.0
     np.testing.assert_array_equal(restored["val_best_alpha"]["w"], a1["w"])
     np.testing.assert_array_equal(restored["val_initial"], [1.0, 2.0])
+
+
+def test_presets_smoke_has_no_meta_validation_cpu_has():
+    """smoke's numbers are the numeric guard's (tests/numeric_guard.py): meta-validation stays off there."""
+    from experiments.metagenrl import PRESETS
+
+    assert not PRESETS["smoke"].val.on and PRESETS["smoke"].val.selection == "last"
+    cpu = PRESETS["cpu"]
+    assert cpu.val.on and cpu.val.selection == "best"
+    assert cpu.val.every == max(1, cpu.metagrad.meta_iterations // 6)

@@ -210,7 +210,8 @@ class Validator:
                     **{f"meta_val_return/{n}": fin(x) for n, x in zip(self.names, run["val_initial"])}}]
         history += [{"iteration": i + 1, "meta_val_return": mean(hist[i]),
                      **{f"meta_val_return/{n}": fin(x) for n, x in zip(self.names, hist[i])}}
-                    for i in range(self.total) if due(i + 1, self.val.every, self.total)]
+                    for i in range(self.total)  # an extended run's old last iteration was validated too
+                    if due(i + 1, self.val.every, self.total) or np.isfinite(hist[i]).any()]
         select = self.val.selection
         if select == "best":
             alpha, it, score = run["val_best_alpha"], int(run["val_best_iteration"]), fin(best)
