@@ -105,8 +105,10 @@ PRESETS = {
         # body, 500-step lifetimes, 2 eval envs. Measured (2 shared CPU cores, load ~11): one
         # validation of 1 agent x 1,000 steps on both bodies took 15-17 s against 33-35 s for a
         # meta-iteration (4 agents x 1,000 steps + meta-gradient), i.e. an agent-step costs about the
-        # same; at 500 steps a point costs ~1/4 of a meta-iteration, 7 points ~14% of meta-training
-        # (plus a one-off compile of the validation program, ~0.7x the meta-iteration's). Every point
+        # same; at 500 steps (extrapolated: the 500-step program was not timed; its two eval episodes
+        # per agent do not shrink with the lifetime) a point costs ~1/4 of a meta-iteration, 7 points
+        # ~14-15% of meta-training (plus a one-off compile of the validation program: 257 s under that
+        # load against the meta-iteration's 369 s; the persistent compilation cache keeps it). Every point
         # is still inside TD3's 1,000 random steps: a cheap, noisy proxy of the meta-test's 12,000.
         val=MetaValConfig(every=2, agents=1, lifetime_steps=500, eval_envs=2)),
     # The original's sizes (Kirsch et al. 2020; louiskirsch/metagenrl): 10 agents per body, ~700k steps each, 350-350 networks,
