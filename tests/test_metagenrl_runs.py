@@ -35,6 +35,12 @@ def _main_exit(argv, capsys):
     (["--methods", "td3"], "must include 'learned'"),
     (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer, got 0"),
     (["--train-envs", "nope"], "unknown environment 'nope'"),
+    (["--val-every", "-1"], "--val-every must be an integer >= 0 (0 turns it off), got -1"),
+    (["--val-every", "two"], "argument --val-every: invalid int value: 'two'"),
+    (["--val-every", "2", "--val-agents", "0"], "--val-agents must be a positive integer, got 0"),
+    (["--select", "best"], "--select best needs meta-validation (--val-every > 0)"),
+    (["--select", "worst"], "argument --select: invalid choice: 'worst'"),
+    (["--outer", "es", "--val-every", "2"], "--val-every is not used by --outer es"),
 ])
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     from experiments.metagenrl import main
@@ -149,3 +155,46 @@ def test_meta_iterations_extend_a_finished_run_as_if_run_whole(tmp_path, capsys)
     mtime = (run / "summary.json").stat().st_mtime_ns
     assert main(["--resume", "--run-dir", str(run)])["meta_iterations"] == 3
     assert (run / "summary.json").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_meta_validation_logs_selects_the_best_and_survives_a_kill(tmp_path):
+    """--val-every 2 over 3 meta-iterations: meta_val_return at iterations 0, 2 and 3 (the last);
+    summary.json names the best of them (ties: the later) and objective/ holds it; a run killed
+    after checkpoint 2 and resumed logs, selects and saves exactly the same."""
+    from metarl.runs.checkpoint import load_params
+
+    args = [*TINY, "--val-every", "2", "--val-lifetime-steps", "400", "--checkpoint-every", "1"]
+    full = tmp_path / "full"
+    r = _cli([*args, "--run-dir", str(full)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in rows] == [0, 1, 2, 3]
+    val = {x["iteration"]: x["meta_val_return"] for x in rows if "meta_val_return" in x}
+    assert sorted(val) == [0, 2, 3] and all("meta_val_return/random_reacher" in rows[i] for i in (0, 2, 3))
+    best = max(val.values())
+    expected = max(i for i, v in val.items() if v == best)
+    s = json.loads((full / "summary.json").read_text())
+    mv = s["meta_validation"]
+    assert mv["select"] == "best" and mv["selected_iteration"] == expected
+    assert mv["selected_meta_val_return"] == best
+    assert [h["iteration"] for h in mv["history"]] == [0, 2, 3]
+    assert json.loads((full / "config.json").read_text())["meta_validation"]["every"] == 2
+    chosen, last = load_params(full / "objective"), load_params(full / "objective_last")
+    same = all(np.array_equal(x, y) for x, y in zip(jax_leaves(chosen), jax_leaves(last)))
+    assert same == (expected == 3)
+
+    killed = tmp_path / "killed"
+    kill_after_checkpoint("experiments.metagenrl", args, killed, step=2, root=ROOT)
+    r = _cli(["--resume", "--run-dir", str(killed)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    strip = lambda d: [{k: v for k, v in json.loads(l).items() if not k.endswith("_s") and "per_s" not in k}  # noqa: E731
+                       for l in (d / "metrics.jsonl").read_text().splitlines()]
+    assert strip(killed) == strip(full)
+    k = json.loads((killed / "summary.json").read_text())
+    drop = lambda m: {key: v for key, v in m.items() if key != "compile_s"}  # noqa: E731
+    assert drop(k["meta_validation"]) == drop(mv)
+    assert k["meta_test"]["learned_return"] == s["meta_test"]["learned_return"]
+    for x, y in zip(jax_leaves(chosen), jax_leaves(load_params(killed / "objective"))):
+        np.testing.assert_array_equal(x, y)

@@ -88,7 +88,9 @@ class Loop:
     progress text. ``objectives(run) -> {dir: params}``: the learned objectives to save once
     meta-training ends. ``finish(run, test_key_seed) -> Outcome``: the meta-test and the summary
     keys. ``to_host(run)``: the state as checkpointed (every process calls it; a multi-host gather
-    may happen there); ``from_host(run)``: after a restore (e.g. onto devices)."""
+    may happen there); ``from_host(run)``: after a restore (e.g. onto devices). ``begin(run) ->
+    (run, record, progress)`` (optional): on a fresh start, before outer step 0, e.g. an evaluation
+    of the initial objective; its record is metrics.jsonl's step 0."""
 
     name: str
     counter: str
@@ -101,6 +103,7 @@ class Loop:
     history: tuple = ()
     to_host: Callable = _identity
     from_host: Callable = _identity
+    begin: Callable | None = None
 
 
 def record(run: dict, i: int, **values) -> None:
@@ -247,10 +250,15 @@ def _outer_loop(experiment: str, plan: Plan, loop: Loop, ckpt, run: dict, run_di
 
     name = loop.name
     start = int(run[loop.counter])
-    log = MetricsLog(run_dir, start + 1, enabled=writer, step_key=loop.counter)
+    # a resumed run keeps the records of steps 0..start; a fresh one none (begin's step 0 is rewritten)
+    log = MetricsLog(run_dir, start + 1 if start else 0, enabled=writer, step_key=loop.counter)
     t_train = time.time()
     if stop is not None:
         stop.phase("loop")
+    if start == 0 and loop.begin is not None:
+        run, record, progress = loop.begin(run)
+        log.write(record)
+        print(f"[{name}] {progress}", flush=True)
     for i in range(start, loop.total):
         run, record, progress = loop.step(run, i)
         done = i + 1

@@ -18,6 +18,7 @@ from metarl.runs import driver as runner
 from metarl.runs import flags
 from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
 from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
+from metarl.algorithms.metagenrl import validation
 from metarl.baselines.ppo import PPOConfig
 from metarl.algorithms.metagenrl.meta_test import (METHODS, MetaTestConfig, MetaTestSizes, meta_test,
                                                    meta_test_summary, results_table)
@@ -43,9 +44,11 @@ class Preset:
     test: MetaTestSizes
     ppo: PPOConfig
     methods: tuple = METHODS
+    # meta-validation of --outer metagrad (metarl/algorithms/metagenrl/validation.py); default off
+    val: validation.MetaValConfig = validation.MetaValConfig()
 
     def validate(self) -> "Preset":
-        for cfg in (self.metagrad, self.es, self.test, self.ppo):
+        for cfg in (self.metagrad, self.es, self.test, self.ppo, self.val):
             cfg.validate()
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
@@ -80,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", default=None,
                     help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
                          "td3, reinforce, ppo)")
+    validation.add_flags(ap)
     return ap
 
 
@@ -108,6 +112,7 @@ class Settings:
     test_names: list
     methods: tuple
     outer: str
+    val: validation.MetaValConfig = validation.MetaValConfig()  # meta-validation (metagrad only)
 
 
 def configure(args, presets: dict) -> runner.Plan:
@@ -138,6 +143,7 @@ def configure(args, presets: dict) -> runner.Plan:
     envs_text = f"train {','.join(train_names)} -> test {','.join(test_names)}"
     config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods)}
     if args.outer == "es":
+        validation.configure(chosen.val, args, "es")  # refuses the meta-validation flags
         cfg = es_config(chosen, args)
         return runner.Plan(preset, why, (cfg.es.population_size, "population"), envs_text,
                            {"outer": "es", **config, "config": dataclasses.asdict(cfg)},
@@ -145,10 +151,13 @@ def configure(args, presets: dict) -> runner.Plan:
                            algo=Settings(chosen, cfg, train_names, test_names, methods, "es"),
                            extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
     cfg = metagrad_config(chosen, args)
+    val = validation.configure(chosen.val, args, "metagrad")
+    if val.on:  # config.json of a run without meta-validation stays as it was
+        config["meta_validation"] = dataclasses.asdict(val)
     return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
                        {**config, "config": dataclasses.asdict(cfg)},
                        counts={"meta_iterations": cfg.meta_iterations},
-                       algo=Settings(chosen, cfg, train_names, test_names, methods, "metagrad"))
+                       algo=Settings(chosen, cfg, train_names, test_names, methods, "metagrad", val))
 
 
 def metagrad_config(preset: Preset, args) -> MetaGenRLConfig:
@@ -198,6 +207,7 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
     print(f"[metagenrl] compiled one meta-iteration in {compile_s:.1f}s", flush=True)
     steps_per_it = cfg.agents_per_env * E * cfg.steps_per_iteration
     nan = lambda *shape: np.full(shape, np.nan, np.float32)  # noqa: E731
+    val = _validator(s, trainer, seed, initial_alpha)  # None without meta-validation
 
     def on_device(run):  # device buffers, donated to each iteration (a multi-host run keeps host arrays)
         return dict(run, meta_state=jax.device_put(run["meta_state"])) if jax.process_count() == 1 else run
@@ -218,14 +228,21 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
         progress = (f"iter {it + 1}/{I} return {' '.join(f'{n}={r:.2f}' for n, r in zip(names, rets))} "
                     f"meta_loss {' '.join(f'{x:.3f}' for x in jv)} alignment {' '.join(f'{x:.2f}' for x in cos)} "
                     f"{steps_per_it / dt:,.0f} env-steps/s")
+        if val is not None:
+            run, extra, tail = val.after(run, it, state.alpha)
+            rec.update(extra)
+            progress += tail
         return run, rec, progress
 
     def finish(run):
         history = [{"iteration": i + 1, "return": dict(zip(names, run["returns"][i].tolist())),
                     "meta_loss": run["meta_loss"][i].tolist()} for i in range(I)]
         alpha = distributed.to_host(run["meta_state"].alpha)
+        selected = {}
+        if val is not None:  # the meta-test's learned objective: --select's
+            alpha, selected["meta_validation"] = val.selected(run, alpha)
         meta = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"}
-        return _meta_test(s, alpha, initial_alpha, trainer.objective, seed, history, {
+        return _meta_test(s, alpha, initial_alpha, trainer.objective, seed, history, {**selected,
             "outer": "metagrad", "meta_iterations": I, "agents": cfg.agents_per_env * E,
             "env_steps": I * steps_per_it,
             "config": {"td3": dataclasses.asdict(cfg.td3), "meta": meta,
@@ -234,12 +251,43 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
 
     fresh = {"meta_state": state, "iteration": np.int32(0), "returns": nan(I, E),
              "meta_loss": nan(I, E), "iter_s": nan(I)}
-    return runner.Loop(
+    objectives = lambda run: {"objective": distributed.to_host(run["meta_state"].alpha)}  # noqa: E731
+    loop = runner.Loop(
         name="metagenrl", counter="iteration", total=I, state=on_device(fresh), compile_s=compile_s,
-        step=step, objectives=lambda run: {"objective": distributed.to_host(run["meta_state"].alpha)},
+        step=step, objectives=objectives,
         finish=finish, history=("returns", "meta_loss", "iter_s"),
         to_host=lambda run: dict(run, meta_state=distributed.to_host(run["meta_state"])),
         from_host=on_device)
+    return loop if val is None else _with_validation(loop, val, initial_alpha)
+
+
+def _validator(s: Settings, trainer, seed: int, alpha0):
+    """The run's meta-validation (metarl/algorithms/metagenrl/validation.py), None when off."""
+    if not s.val.on:
+        return None
+    from metarl import envs
+
+    val = validation.Validator([envs.make(n) for n in s.train_names], s.train_names, s.cfg.td3, s.val,
+                               trainer.objective, seed, alpha0, s.cfg.meta_iterations)
+    print(f"[metagenrl] meta-validation every {s.val.every} meta-iterations: {s.val.agents} fresh agent(s) "
+          f"per meta-training body, {s.val.lifetime_steps}-step lifetimes (compiled in {val.compile_s:.1f}s); "
+          f"the meta-test gets the {s.val.selection} objective", flush=True)
+    return val
+
+
+def _with_validation(loop: runner.Loop, val, alpha0) -> runner.Loop:
+    """``loop`` with meta-validation's run state (the best objective, kept in checkpoints), its
+    iteration-0 record (alpha_0 validated) and the selected objective saved in objective/."""
+    def objectives(run):
+        last = loop.objectives(run)["objective"]
+        chosen, _ = val.selected(run, last)
+        other = ("objective_last", last) if val.val.selection == "best" else ("objective_best", run["val_best_alpha"])
+        return {"objective": chosen, other[0]: other[1]}
+
+    return dataclasses.replace(
+        loop, state={**loop.state, **val.fresh_state(alpha0)}, compile_s=loop.compile_s + val.compile_s,
+        objectives=objectives, history=(*loop.history, validation.VAL_HISTORY),
+        begin=lambda run: val.begin(run, alpha0, loop.counter))
 
 
 def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
