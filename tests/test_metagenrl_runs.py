@@ -157,8 +157,8 @@ def test_meta_iterations_extend_a_finished_run_as_if_run_whole(tmp_path, capsys)
     assert (run / "summary.json").stat().st_mtime_ns == mtime
 
 
-@pytest.mark.e2e
-@pytest.mark.slow
+@pytest.mark.slow  # ~15 min cold on the loaded 2-core machine: not in CI's e2e tier (the fast tier's
+# tests/unit/test_metagenrl_validation.py covers selection, schedule and checkpointed best)
 def test_meta_validation_logs_selects_the_best_and_survives_a_kill(tmp_path):
     """--val-every 2 over 3 meta-iterations: meta_val_return at iterations 0, 2 and 3 (the last);
     summary.json names the best of them (ties: the later) and objective/ holds it; a run killed
