@@ -16,7 +16,16 @@ same P x T agents' lifetimes with one piece added at a time, and times them side
 - ``evaluation``: the eval_envs sampled-action and mean-action episodes after the lifetime (a
   separate cost: ``learner.evaluate``);
 - ``generation``: one whole ES generation (ask, the P x T lifetimes with evaluation, tell), as
-  ``experiments.epg_point --preset cpu`` runs it, as the cross-check of the sum.
+  ``experiments.epg_point --preset cpu`` runs it, as the cross-check of the sum;
+- ``..., nn.Conv (before)`` (unless ``--no-before``): the exact lifetimes and the generation with
+  L_phi's convolutions as ``nn.Conv`` (``EPGLoss(conv_impl="xla")``, the path before the im2col
+  ``StridedConv1D``; same parameters), side by side: the before/after of that change.
+
+What the profile found (RESULTS.md, section ``epg_profile``): the learned loss with the exact context
+gradient is nearly the whole generation; with ``nn.Conv`` most of it was XLA's grouped convolutions
+(ES vmaps members' kernels: feature_group_count = members) and their lhs-dilated transposes. With
+matmuls the exact minibatch step is bound by the policy's forward/backward on all N rows (a
+microbenchmark, 32 agents: 13.8 of 15.9 ms per step), which the exact gradient needs.
 
 Each program is compiled once (compile time reported apart); the programs are then timed in
 alternating rounds, best round kept, so that load from other jobs hits them alike. The share of a
@@ -183,7 +192,9 @@ def report(cfg, env, progs, best, rounds, quick) -> tuple[str, list[str]]:
                      f"{steps / t:,.0f}", f"{c_s:.1f}"])
     ratios = [f"L_phi exact / PPO update: {(best['+ L_phi exact'] - best['rollout']) / (best['+ PPO'] - best['rollout']):.2f}",
               f"lifetime exact / stop: {best['+ L_phi exact'] / best['+ L_phi stop']:.2f}",
-              f"generation / (exact + evaluation): {best['generation'] / total:.2f}",
+              f"generation / (exact + evaluation): {best['generation'] / total:.2f} (1 up to the ES "
+              "step; far from 1 reads the load of other jobs on the machine: trust the side-by-side "
+              "ratios, not the absolute figures)",
               f"generation env-steps/s: {progs['generation'][3] / best['generation']:,.0f}"]
     if "generation, nn.Conv (before)" in best:
         b = "generation, nn.Conv (before)"
