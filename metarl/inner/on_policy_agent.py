@@ -118,7 +118,7 @@ class GaussianActor:
 
 
 def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
-                  with_ppo: bool = True, with_no_update_eval: bool = False):
+                  with_ppo: bool = True, with_no_update_eval: bool = False, train: bool = True):
     """Returns the ``OnPolicyLearner``; calling it runs ``lifetime(obj_params, task, key, ppo_factor)
     -> metrics``.
 
@@ -130,6 +130,9 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
 
     ``with_no_update_eval``: also evaluate the agent before its first update (the no-update
     baseline: same initialisation, same evaluation starts and noise).
+
+    ``train=False`` (profiling only, benchmarks/epg_profile.py): each update acts for M steps and
+    updates the normalisers and the buffer but takes no gradient step (the rollout's cost alone).
 
     metrics: 'eval_return' () return of the final policy (fitness: sampled actions unless
     ``deterministic_eval``), 'eval_return_sampled' and 'eval_return_mean_action' (), 'curve'
@@ -175,6 +178,12 @@ def make_lifetime(env: TaskFamily, config: LifetimeConfig, objective,
         buf = Buffer(obs=shift(agent.buffer.obs, tr["obs"]), action=shift(agent.buffer.action, tr["action"]),
                      reward=shift(agent.buffer.reward, tr["reward"]), done=shift(agent.buffer.done, tr["done"]),
                      valid=shift(agent.buffer.valid, jnp.ones(M)))
+
+        if not train:  # profiling: the rollout, normalisers and buffer only
+            n_done = tr["done"].sum()
+            curve = jnp.where(n_done > 0, tr["completed"].sum() / jnp.maximum(n_done, 1), jnp.nan)
+            return agent.replace(obs_stats=obs_stats, act_stats=act_stats, buffer=buf,
+                                 updates=agent.updates + 1), curve
 
         # The statistics are fixed during the update: normalise the buffer once.
         inp = loss_inputs(buf.obs, buf.action, buf.reward, buf.done, buf.valid, obs_stats, act_stats)

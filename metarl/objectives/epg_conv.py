@@ -59,6 +59,31 @@ def row_width(obs_size: int, action_size: int, memory_size: int = 32) -> int:
     return obs_size + action_size + 2 + 2 * action_size + memory_size
 
 
+class StridedConv1D(nn.Module):
+    """A VALID 1-D convolution, (R, C) -> ((R - k) // s + 1, features), with ``nn.Conv``'s parameters
+    (kernel (k, C, features) lecun-normal, bias zeros, created in that order: the same phi from the
+    same key) computed as one matmul over the k strided row slices (im2col).
+
+    Why not ``nn.Conv``: ES vmaps the loss over members, each with its own kernel, and XLA turns a
+    convolution with batched kernels into a grouped convolution (feature_group_count = members),
+    whose CPU kernels, the context gradient's transposed (lhs-dilated) ones above all, are far slower
+    than the batched matmul this is (benchmarks/epg_profile.py). Same sums, another order: equal to
+    ``nn.Conv`` up to float rounding."""
+
+    features: int
+    kernel_size: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        n = (x.shape[0] - k) // s + 1
+        patches = jnp.stack([x[j: j + s * (n - 1) + 1: s] for j in range(k)], axis=1)  # (n, k, C)
+        return jnp.einsum("nkc,kco->no", patches, kernel) + bias
+
+
 class EPGLoss(nn.Module):
     """L_phi(rows, valid, head_idx) -> scalar, = head(rows[head_idx], context(rows, valid)).
 
@@ -81,10 +106,20 @@ class EPGLoss(nn.Module):
     def reads_progress(self) -> bool:
         return self.progress_head or self.progress_context
 
+    # "matmul": the convolutions as im2col matmuls (StridedConv1D); "xla": nn.Conv (the former path,
+    # grouped convolutions under ES's vmap; kept for benchmarks/epg_profile.py). Same parameters.
+    conv_impl: str = "matmul"
+
     def setup(self):
         self.memory_dense = nn.Dense(self.memory_size, name="memory")
-        self.conv1 = nn.Conv(16, (6,), strides=(5,), padding="VALID", name="conv1")
-        self.conv2 = nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")
+        if self.conv_impl == "xla":
+            self.conv1 = nn.Conv(16, (6,), strides=(5,), padding="VALID", name="conv1")
+            self.conv2 = nn.Conv(32, (4,), strides=(2,), padding="VALID", name="conv2")
+        elif self.conv_impl == "matmul":
+            self.conv1 = StridedConv1D(16, 6, 5, name="conv1")
+            self.conv2 = StridedConv1D(32, 4, 2, name="conv2")
+        else:
+            raise ValueError(f"unknown conv_impl {self.conv_impl!r}; expected 'matmul' or 'xla'")
         self.context_dense = nn.Dense(self.context_size, name="context")
         self.hidden_dense = nn.Dense(self.head_hidden, name="head_hidden")
         out_init = nn.initializers.zeros if self.zero_output else nn.initializers.lecun_normal()

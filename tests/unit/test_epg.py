@@ -32,6 +32,23 @@ def test_loss_network_shapes_and_parameter_count():
     assert 9_000 < expected < 11_000  # "about 10k parameters for Hopper-sized inputs"
 
 
+def test_matmul_convolutions_match_nn_conv_under_a_vmap_over_members():
+    """EPGLoss's StridedConv1D (the default) has nn.Conv's parameters (the same phi from the same
+    key) and its values and input gradients to float rounding, also vmapped over members' phi."""
+    w = row_width(2, 2) - 32
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    xla = EPGLoss(conv_impl="xla")
+    phi = jax.vmap(lambda k: init_epg_loss(k, 2, 2))(keys)
+    chex.assert_trees_all_equal(phi, jax.vmap(lambda k: init_epg_loss(k, 2, 2, module=xla))(keys))
+    rows = jax.random.normal(jax.random.PRNGKey(4), (512, w))
+    valid = jnp.zeros(512).at[100:].set(1.0)
+    f = lambda m: jax.vmap(jax.value_and_grad(lambda p, r: m.apply(p, r, valid, jnp.arange(450, 482)), 1),
+                           in_axes=(0, None))(phi, rows)
+    (v, g), (v_x, g_x) = f(EPGLoss()), f(xla)
+    np.testing.assert_allclose(v, v_x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, g_x, rtol=1e-4, atol=1e-7)
+
+
 def test_loss_ignores_padding_rows_and_scores_head_rows():
     params = init_epg_loss(jax.random.PRNGKey(1), 4, 2)
     w = row_width(4, 2) - 32
