@@ -53,6 +53,15 @@ _SMOKE_TD3 = TD3Config(hidden=(32, 32), random_steps=200, replay_size=2_000, bat
 _CPU_TD3 = TD3Config(hidden=(64, 64), random_steps=1_000, replay_size=20_000, batch_size=16, polyak=0.99)
 _PAPER_TD3 = TD3Config()
 
+# Physics per body (--backend overrides; bodies not named use the registry's default, spring).
+# Measured zero-action floors (benchmarks/env_floors.py, RESULTS.md "env_floors"): brax's hopper
+# pays +1 per healthy step; on spring a passive hopper stays healthy all 1,000 steps (return ~1000,
+# above what the meta-test's learners reach), on generalized it falls after ~120 (return ~115), as
+# MuJoCo's Hopper does, so the meta-test hopper (and walker2d, the other body with a survival bonus
+# and early termination) runs on generalized. reacher and halfcheetah never terminate and pay no
+# survival bonus: they keep spring, ~8-9x faster than generalized there on this CPU.
+_SURVIVAL_BODIES = {"hopper": "generalized", "walker2d": "generalized"}
+
 PRESETS = {
     # pipeline check only: tiny budgets, nothing is expected to learn
     "smoke": Preset(
@@ -82,6 +91,7 @@ PRESETS = {
         metagrad=MetaGenRLConfig(td3=_CPU_TD3, agents_per_env=2, meta_iterations=12,
                                  steps_per_iteration=1_000, meta_batch=16, warm_start_steps=8_000,
                                  lookahead_step=0.1),
+        backends=_SURVIVAL_BODIES,
         test=MetaTestSizes(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
         ppo=PPOConfig(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
                       learning_rate=1e-3),
@@ -98,6 +108,7 @@ PRESETS = {
         test_envs="hopper,walker2d,inverted_double_pendulum,reacher,halfcheetah",
         metagrad=MetaGenRLConfig(td3=_PAPER_TD3, agents_per_env=10, meta_iterations=700,
                                  steps_per_iteration=1_000, meta_batch=200, warm_start_steps=10_000),
+        backends=_SURVIVAL_BODIES,
         test=MetaTestSizes(total_steps=1_000_000, num_chunks=100, num_seeds=6, eval_envs=8),
         ppo=PPOConfig(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4),
         # --outer es: 64 members (as EPG's paper preset), 100k-step lifetimes; replay 100k
