@@ -151,3 +151,15 @@ def test_smoke_run_records_backends_in_config_and_summary(tmp_path):
     assert cfg["backends"] == summary["backends"] == returned["backends"] == {"random_reacher": "spring"}
     argv = cfg["argv"]
     assert argv[argv.index("--resolved-backends") + 1] == "random_reacher=spring"
+
+
+@pytest.mark.parametrize("module", ["epg_hopper", "epg_point"])
+def test_epg_records_its_familys_backend_in_config(module):
+    import importlib
+
+    from metarl import envs
+    from metarl.algorithms.epg import run as epg_run
+
+    m = importlib.import_module(f"experiments.{module}")
+    plan = epg_run.configure(epg_run.parser(m.ENV).parse_args(["--preset", "smoke"]), m.PRESETS, m.ENV)
+    assert plan.config["backend"] == envs.default_backend(m.ENV)
