@@ -5,6 +5,7 @@ python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed
        [--lookahead-step E] [--meta-lr L] [--warm-start-steps W]
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
        [--outer {metagrad,es}] [--population P] [--generations G]
+       [--backend env=backend[,env=backend...]]
 python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
 
 ``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
@@ -28,6 +29,12 @@ meta-test on unseen bodies first (hopper; ``paper`` adds walker2d and inverted_d
 and then on the meta-training bodies. Every meta-test reports, per env, the learned objective, the
 random-init objective, TD3, REINFORCE, PPO, the do-nothing floors (no-update, zero-action) and, on
 locomotion bodies, each one's forward-progress return (metarl/algorithms/metagenrl/meta_test.py).
+
+Physics per body: a preset's ``backends`` ({env: brax backend}; ``--backend hopper=generalized``
+overrides it; other envs use the registry's default, spring). ``cpu`` and ``paper`` run hopper and
+walker2d (survival bonus, early termination) on ``generalized``, where doing nothing falls and stops
+paying; the meta-training bodies keep spring. Every run records the resolved ``backends`` of all its
+envs in config.json and summary.json (metarl/algorithms/metagenrl/backends.py).
 """
 from __future__ import annotations
 
