@@ -69,6 +69,13 @@ def test_backends_resolve_flag_over_preset_over_registry_default():
     assert _configure(["--preset", "smoke"]).algo.backends == {"random_reacher": "spring"}
 
 
+def test_settings_build_each_env_on_its_resolved_backend():
+    """Settings.make_env: what meta-training, --outer es and (via meta_test's backends) the
+    meta-test build their envs with."""
+    s = _configure(["--preset", "cpu", "--backend", "reacher=positional"]).algo
+    assert s.make_env("reacher").backend == "positional" and s.make_env("halfcheetah").backend == "spring"
+
+
 def _stored_run(tmp_path, argv):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
