@@ -31,9 +31,9 @@ random-init objective, TD3, REINFORCE, PPO, the do-nothing floors (no-update, ze
 locomotion bodies, each one's forward-progress return (metarl/algorithms/metagenrl/meta_test.py).
 
 Physics per body: a preset's ``backends`` ({env: brax backend}; ``--backend hopper=generalized``
-overrides it; other envs use the registry's default, spring). ``cpu`` and ``paper`` run hopper and
-walker2d (survival bonus, early termination) on ``generalized``, where doing nothing falls and stops
-paying; the meta-training bodies keep spring. Every run records the resolved ``backends`` of all its
+overrides it; other envs use the registry's default, spring). ``cpu`` and ``paper`` run the bodies
+with a survival bonus and early termination (hopper, walker2d, inverted_double_pendulum) on
+``generalized``, where doing nothing falls and stops paying; the meta-training bodies keep spring. Every run records the resolved ``backends`` of all its
 envs in config.json and summary.json (metarl/algorithms/metagenrl/backends.py).
 """
 from __future__ import annotations
@@ -61,13 +61,17 @@ _CPU_TD3 = TD3Config(hidden=(64, 64), random_steps=1_000, replay_size=20_000, ba
 _PAPER_TD3 = TD3Config()
 
 # Physics per body (--backend overrides; bodies not named use the registry's default, spring).
-# Measured zero-action floors (benchmarks/env_floors.py, RESULTS.md "env_floors"): brax's hopper
-# pays +1 per healthy step; on spring a passive hopper stays healthy all 1,000 steps (return ~1000,
-# above what the meta-test's learners reach), on generalized it falls after ~120 (return ~115), as
-# MuJoCo's Hopper does, so the meta-test hopper (and walker2d, the other body with a survival bonus
-# and early termination) runs on generalized. reacher and halfcheetah never terminate and pay no
-# survival bonus: they keep spring, ~8-9x faster than generalized there on this CPU.
-_SURVIVAL_BODIES = {"hopper": "generalized", "walker2d": "generalized"}
+# brax's hopper, walker2d and inverted_double_pendulum pay a bonus per step alive and end the episode
+# when the body falls. Zero-action floors measured by benchmarks/env_floors.py (RESULTS.md
+# "env_floors", 16 episodes, 2 shared CPU cores), spring -> generalized: hopper stays healthy
+# ~970 of 1,000 steps on spring (return 994, more than the meta-test's learners reach) and falls
+# after 122 on generalized (return 117), as MuJoCo's Hopper does; walker2d 515 -> 95 steps (return
+# 493 -> 71); inverted_double_pendulum falls on both, 67 -> 38 steps (614 -> 345). So every body
+# with a survival bonus runs on generalized, where doing nothing stops paying. reacher and
+# halfcheetah never terminate and pay no survival bonus: they keep spring, measured ~8-9x faster
+# than generalized on halfcheetah and reacher (RESULTS.md "env_throughput" and "env_floors").
+_SURVIVAL_BODIES = {"hopper": "generalized", "walker2d": "generalized",
+                    "inverted_double_pendulum": "generalized"}
 
 PRESETS = {
     # pipeline check only: tiny budgets, nothing is expected to learn

@@ -14,7 +14,7 @@ def test_presets_put_the_survival_bonus_bodies_on_generalized_and_leave_smoke_al
     assert PRESETS["smoke"].backends == {}  # the numeric guard's runs keep their physics
     for name in ("cpu", "paper"):
         p = PRESETS[name].validate()
-        assert p.backends["hopper"] == "generalized"
+        assert all(p.backends[b] == "generalized" for b in ("hopper", "walker2d", "inverted_double_pendulum"))
         # the meta-training bodies never terminate: they keep the registry's (fastest) default
         assert "reacher" not in p.backends and "halfcheetah" not in p.backends
 
