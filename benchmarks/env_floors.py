@@ -118,6 +118,9 @@ def main(argv=None):
                                                 "the batch of the timing (overrides the mode's)")
     p.add_argument("--repeats", type=int, help="timed runs per config; best is kept")
     p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: rewrite the RESULTS.md section from benchmarks/env_floors.json")
+    p.add_argument("--note", default=None, help="a line added to the RESULTS.md section (how it was run)")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows of earlier runs in benchmarks/env_floors.json (same body and "
                         "backend replaced) instead of replacing them")
@@ -144,6 +147,8 @@ def main(argv=None):
                 json.dump(list(rows.values()), f, indent=1)
 
     t_start = time.perf_counter()
+    if args.report_only:
+        bodies, args.merge = [], True
     for name in bodies:
         for backend in backends:
             try:
@@ -192,6 +197,7 @@ def main(argv=None):
                   f"`JAX_COMPILATION_CACHE_DIR`, shows its load time); this run's wall {total_s:.0f} s"
                 + (" (merged with earlier runs' rows: benchmarks/env_floors.json has each row's date)"
                    if args.merge else "") + "\n"
+                + (f"- note: {args.note}\n" if args.note else "")
                 + (f"- skipped: {', '.join(skipped)} (no accelerator: MuJoCo XLA on a CPU is not a backend "
                    "any preset uses there; `--backends mjx` forces it)\n" if skipped else "")
                 + "\n" + table + "\n")
