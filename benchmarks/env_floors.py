@@ -204,7 +204,7 @@ def main(argv=None):
         if failures:
             body += "\nFailed: " + "; ".join(f"{a}/{b}: {c}" for a, b, c in failures) + "\n"
         common.write_section(SECTION, body)
-    hop = [(b, results[("hopper", b)]["return_mean"]) for b in backends if ("hopper", b) in results]
+    hop = [(k[1], v["return_mean"]) for k, v in results.items() if k[0] == "hopper"]
     print("env_floors hopper zero-action return: " + (", ".join(f"{b} {v:.1f}" for b, v in hop) or "n/a"))
 
 
