@@ -6,6 +6,7 @@ python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
        [--outer {metagrad,es}] [--population P] [--generations G]
        [--val-every K] [--val-agents N] [--val-lifetime-steps L] [--select {best,last}]
+       [--backend env=backend[,env=backend...]]
 python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
 
 ``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
@@ -38,6 +39,12 @@ meta-test on unseen bodies first (hopper; ``paper`` adds walker2d and inverted_d
 and then on the meta-training bodies. Every meta-test reports, per env, the learned objective, the
 random-init objective, TD3, REINFORCE, PPO, the do-nothing floors (no-update, zero-action) and, on
 locomotion bodies, each one's forward-progress return (metarl/algorithms/metagenrl/meta_test.py).
+
+Physics per body: a preset's ``backends`` ({env: brax backend}; ``--backend hopper=generalized``
+overrides it; other envs use the registry's default, spring). ``cpu`` and ``paper`` run the bodies
+with a survival bonus and early termination (hopper, walker2d, inverted_double_pendulum) on
+``generalized``, where doing nothing falls and stops paying; the meta-training bodies keep spring. Every run records the resolved ``backends`` of all its
+envs in config.json and summary.json (metarl/algorithms/metagenrl/backends.py).
 """
 from __future__ import annotations
 
@@ -63,6 +70,21 @@ def _es(population_size: int, generations: int) -> ESConfig:
 _SMOKE_TD3 = TD3Config(hidden=(32, 32), random_steps=200, replay_size=2_000, batch_size=8, polyak=0.99)
 _CPU_TD3 = TD3Config(hidden=(64, 64), random_steps=1_000, replay_size=20_000, batch_size=16, polyak=0.99)
 _PAPER_TD3 = TD3Config()
+
+# Physics per body (--backend overrides; bodies not named use the registry's default, spring).
+# brax's hopper, walker2d and inverted_double_pendulum pay a bonus per step alive and end the episode
+# when the body falls. Zero-action floors measured by benchmarks/env_floors.py (RESULTS.md
+# "env_floors", 16 episodes, 2 shared CPU cores), spring -> generalized: hopper stays healthy
+# ~970 of 1,000 steps on spring (return 994, more than the meta-test's learners reach) and falls
+# after 122 on generalized (return 117), as MuJoCo's Hopper does; walker2d 515 -> 95 steps (return
+# 493 -> 71); inverted_double_pendulum falls on both, 67 -> 38 steps (614 -> 345). So every body
+# with a survival bonus runs on generalized, where doing nothing stops paying (it costs 2.4-4.5x in
+# env steps/s at 16 envs). reacher and halfcheetah never terminate and pay no survival bonus (zero-
+# action floors -9.9 and -1.4 on spring): they keep spring, which steps them 7.2x (reacher) and 3.9x
+# (halfcheetah) faster than generalized at 16 envs ("env_floors") and 9.2x / 8.0x at 512 envs
+# ("env_throughput"), and meta-training keeps its numbers.
+_SURVIVAL_BODIES = {"hopper": "generalized", "walker2d": "generalized",
+                    "inverted_double_pendulum": "generalized"}
 
 PRESETS = {
     # pipeline check only: tiny budgets, nothing is expected to learn
@@ -93,6 +115,7 @@ PRESETS = {
         metagrad=MetaGenRLConfig(td3=_CPU_TD3, agents_per_env=2, meta_iterations=12,
                                  steps_per_iteration=1_000, meta_batch=16, warm_start_steps=8_000,
                                  lookahead_step=0.1),
+        backends=_SURVIVAL_BODIES,
         test=MetaTestSizes(total_steps=12_000, num_chunks=12, num_seeds=3, eval_envs=4),
         ppo=PPOConfig(num_envs=8, unroll_length=50, num_minibatches=4, update_epochs=4,
                       learning_rate=1e-3),
@@ -119,6 +142,7 @@ PRESETS = {
         test_envs="hopper,walker2d,inverted_double_pendulum,reacher,halfcheetah",
         metagrad=MetaGenRLConfig(td3=_PAPER_TD3, agents_per_env=10, meta_iterations=700,
                                  steps_per_iteration=1_000, meta_batch=200, warm_start_steps=10_000),
+        backends=_SURVIVAL_BODIES,
         test=MetaTestSizes(total_steps=1_000_000, num_chunks=100, num_seeds=6, eval_envs=8),
         ppo=PPOConfig(num_envs=16, unroll_length=64, num_minibatches=4, update_epochs=4),
         # --outer es: 64 members (as EPG's paper preset), 100k-step lifetimes; replay 100k

@@ -172,7 +172,7 @@ def _apply_metagenrl(saved: SavedObjective, env_name: str, split: str, agents: i
     s = saved.settings
     config = metagenrl_run.meta_test_config(s, split, agents)
     results = meta_test([env_name], saved.params, saved.initial_params, saved.objective, config, seed,
-                        methods=s.methods)
+                        methods=s.methods, backends=s.backends)  # an env of the run: the run's physics
     seen = [env_name] if env_name in s.train_names else []
     summary = meta_test_summary(results, s.train_names, [env_name], config.sizes, s.methods)
     return results, dict(summary, split=split), seen

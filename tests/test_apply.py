@@ -44,6 +44,13 @@ def test_load_objective_gives_the_runs_objective_settings_and_initial_parameters
 
 
 @pytest.mark.e2e
+def test_epg_run_records_its_familys_backend(epg_run):
+    """EPG records (does not choose) its family's physics: goal_point's one backend, jax."""
+    assert json.loads((epg_run / "config.json").read_text())["backend"] == "jax"
+    assert json.loads((epg_run / "summary.json").read_text())["backend"] == "jax"
+
+
+@pytest.mark.e2e
 def test_apply_writes_a_meta_test_beside_the_baselines_and_floors(epg_run, tmp_path, capsys):
     out = tmp_path / "applied"
     summary = apply_cli.main([str(epg_run), "--env", "goal_point", "--agents", "3", "--run-dir", str(out)])

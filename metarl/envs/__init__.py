@@ -40,6 +40,12 @@ def default_backend(name: str) -> str:
     return _REGISTRY[name][1]
 
 
+def backends_of(name: str) -> tuple[str, ...]:
+    """The backends ``make(name, backend=...)`` accepts."""
+    _check_name(name)
+    return ("jax",) if name in _PURE_JAX else BACKENDS
+
+
 def _check_name(name: str) -> None:
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; expected one of {', '.join(ENV_NAMES)}")
@@ -50,7 +56,7 @@ def make(name: str, backend: str | None = None, episode_length: int | None = Non
     _check_name(name)
     ctor, default_be, default_len = _REGISTRY[name]
     backend = default_be if backend is None else backend
-    allowed = ("jax",) if name in _PURE_JAX else BACKENDS
+    allowed = backends_of(name)
     if backend not in allowed:
         raise ValueError(f"unknown backend {backend!r} for {name}; expected one of {', '.join(allowed)}")
     episode_length = default_len if episode_length is None else int(episode_length)
@@ -59,4 +65,5 @@ def make(name: str, backend: str | None = None, episode_length: int | None = Non
     return ctor(backend, episode_length)
 
 
-__all__ = ["make", "ENV_NAMES", "BACKENDS", "SPLITS", "EnvState", "TaskFamily", "default_backend"]
+__all__ = ["make", "ENV_NAMES", "BACKENDS", "SPLITS", "EnvState", "TaskFamily", "default_backend",
+           "backends_of"]

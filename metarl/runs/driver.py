@@ -48,7 +48,9 @@ class Plan:
     does not split evenly); ``header``: what the first progress line says about the run;
     ``config``: config.json fields beyond the driver's own; ``counts``: extendable count flags and
     their values (stored explicitly in config.json's argv); ``algo``: anything ``build`` needs;
-    ``extension_note``: what an extended run's message adds (e.g. what its schedules span)."""
+    ``extension_note``: what an extended run's message adds (e.g. what its schedules span);
+    ``pinned``: flags (dest -> value) written explicitly into config.json's argv as the counts are,
+    so that --resume rebuilds the run's own values even if a preset changes later."""
 
     preset: str
     why: str
@@ -58,6 +60,7 @@ class Plan:
     counts: dict = dataclasses.field(default_factory=dict)
     algo: Any = None
     extension_note: str = ""
+    pinned: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -217,7 +220,7 @@ def _write_config(experiment, argv, args, plan: Plan, run_dir: Path, writer: boo
         prepare_run_dir(run_dir, overwrite=args.overwrite)
         write_json_atomic(run_dir / "config.json", {
             "experiment": experiment, "run_format": RUN_FORMAT, "preset": plan.preset, "seed": args.seed,
-            "argv": with_counts(run_argv(argv), plan.counts), **plan.config})
+            "argv": with_counts(run_argv(argv), {**plan.counts, **plan.pinned}), **plan.config})
     if writer and extended_from is not None:  # later resumes continue the extended run
         config = json.loads((run_dir / "config.json").read_text())
         write_json_atomic(run_dir / "config.json", dict(config, argv=args.stored_argv,

@@ -158,10 +158,12 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
     if eval_every < 0:
         raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
     ppo_cfg = dataclasses.replace(meta_test_ppo_config(cfg.lifetime), **dict(p.ppo))
+    from metarl.envs import default_backend  # the family's physics, recorded (EPG builds it with the default)
+
     return runner.Plan(
         preset=preset_name, why=reason, population=(cfg.es.population_size, "population_size"),
         header=f"env={env_name}",
-        config={"env": env_name, "config": dataclasses.asdict(cfg),
+        config={"env": env_name, "backend": default_backend(env_name), "config": dataclasses.asdict(cfg),
                 "meta_test_ppo": dataclasses.asdict(ppo_cfg)},
         counts={"generations": cfg.es.generations},
         extension_note=f" (schedules keep spanning {cfg.es.schedule_span})",
@@ -250,8 +252,8 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
         fm = run["fitness_mean"]
         tenth = max(1, G // 10)
         summary = {
-            "algorithm": "epg", "env": s.env_name, "objective": cfg.objective, "fitness": cfg.fitness,
-            "progress_input": cfg.progress_input, "mean_penalty": cfg.mean_penalty,
+            "algorithm": "epg", "env": s.env_name, "backend": env.backend, "objective": cfg.objective,
+            "fitness": cfg.fitness, "progress_input": cfg.progress_input, "mean_penalty": cfg.mean_penalty,
             "task_shaping": cfg.es.task_shaping,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,

@@ -135,12 +135,14 @@ def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forwar
 
 
 def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
-              config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print) -> dict:
+              config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print,
+              backends: dict | None = None) -> dict:
     """Trains ``config.sizes.num_seeds`` fresh agents per (env, method) on tasks of
     ``config.split``; every method sees the same seeds and tasks. Returns {env: {method: entry}}
     (metarl.runs.meta_test_schema's schema) for the methods and the FLOORS (return(s): the deployed policy
     after ``total_steps`` env steps; forward_return(s) on locomotion bodies; curve: training-episode
-    returns per chunk, for the methods)."""
+    returns per chunk, for the methods). ``backends``: {env: brax backend}; envs not in it use the
+    registry's default."""
     config.validate()
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -152,7 +154,7 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
     alphas = {"initial_loss": initial_alpha}
     out = {}
     for name in env_names:
-        env = envs_lib.make(name)
+        env = envs_lib.make(name, backend=(backends or {}).get(name))
         fwd = forward_metric(env)
         keys = jax.random.split(jax.random.PRNGKey(seed + 1000), num_seeds)
         tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), config.split))(keys)

@@ -16,6 +16,7 @@ import time
 
 from metarl.runs import driver as runner
 from metarl.runs import flags
+from metarl.algorithms.metagenrl import backends as env_backends
 from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
 from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
 from metarl.algorithms.metagenrl import validation
@@ -35,7 +36,8 @@ class Preset:
     """One MetaGenRL preset. train_envs / test_envs: comma-separated env names; metagrad: the
     ``--outer metagrad`` config (its td3: the agents'); es: the ``--outer es`` config; test: the
     meta-test's budget; ppo: the meta-test PPO baseline's settings (total_steps: the budget's);
-    methods: the meta-test methods."""
+    methods: the meta-test methods; backends: {env: brax backend} of the envs that do not use the
+    registry's default (metarl/algorithms/metagenrl/backends.py)."""
 
     train_envs: str
     test_envs: str
@@ -46,10 +48,12 @@ class Preset:
     methods: tuple = METHODS
     # meta-validation of --outer metagrad (metarl/algorithms/metagenrl/validation.py); default off
     val: validation.MetaValConfig = validation.MetaValConfig()
+    backends: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> "Preset":
         for cfg in (self.metagrad, self.es, self.test, self.ppo, self.val):
             cfg.validate()
+        env_backends.check_preset_backends(self.backends)
         bad = [m for m in self.methods if m not in METHODS]
         if bad:
             raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
@@ -80,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
                     help="--outer es: ES generations; with --resume, a larger value extends the run")
     # written by an extension into config.json: the G the ES schedules span (not a user flag)
     ap.add_argument("--schedule-generations", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--backend", default=None, metavar="ENV=BACKEND[,ENV=BACKEND...]",
+                    help="brax backend per env, e.g. hopper=generalized (default: the preset's "
+                         "backends, else the registry's default)")
+    # written into config.json's argv: the run's resolved {env: backend}, for --resume (not a user flag)
+    ap.add_argument("--resolved-backends", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--methods", default=None,
                     help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
                          "td3, reinforce, ppo)")
@@ -112,7 +121,13 @@ class Settings:
     test_names: list
     methods: tuple
     outer: str
+    backends: dict = dataclasses.field(default_factory=dict)  # {env: backend}, every env of the run
     val: validation.MetaValConfig = validation.MetaValConfig()  # meta-validation (metagrad only)
+
+    def make_env(self, name: str):
+        from metarl import envs
+
+        return envs.make(name, backend=self.backends.get(name))
 
 
 def configure(args, presets: dict) -> runner.Plan:
@@ -140,15 +155,20 @@ def configure(args, presets: dict) -> runner.Plan:
             raise ConfigError(f"{name} is not used by --outer {args.outer}" +
                               (" (use --population, --generations)" if args.outer == "es"
                                else " (it sets the ES of --outer es)"))
+    backends = env_backends.resolve(train_names + test_names, chosen.backends, args)
     envs_text = f"train {','.join(train_names)} -> test {','.join(test_names)}"
-    config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods)}
+    if env_backends.non_default(backends):
+        envs_text += f" ({env_backends.format_backends(env_backends.non_default(backends))})"
+    config = {"train_envs": train_names, "test_envs": test_names, "methods": list(methods),
+              "backends": backends}
+    pinned = {"resolved_backends": env_backends.format_backends(backends)}
     if args.outer == "es":
         validation.configure(chosen.val, args, "es")  # refuses the meta-validation flags
         cfg = es_config(chosen, args)
         return runner.Plan(preset, why, (cfg.es.population_size, "population"), envs_text,
                            {"outer": "es", **config, "config": dataclasses.asdict(cfg)},
-                           counts={"generations": cfg.es.generations},
-                           algo=Settings(chosen, cfg, train_names, test_names, methods, "es"),
+                           counts={"generations": cfg.es.generations}, pinned=pinned,
+                           algo=Settings(chosen, cfg, train_names, test_names, methods, "es", backends),
                            extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
     cfg = metagrad_config(chosen, args)
     val = validation.configure(chosen.val, args, "metagrad")
@@ -156,8 +176,8 @@ def configure(args, presets: dict) -> runner.Plan:
         config["meta_validation"] = dataclasses.asdict(val)
     return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
                        {**config, "config": dataclasses.asdict(cfg)},
-                       counts={"meta_iterations": cfg.meta_iterations},
-                       algo=Settings(chosen, cfg, train_names, test_names, methods, "metagrad", val))
+                       counts={"meta_iterations": cfg.meta_iterations}, pinned=pinned,
+                       algo=Settings(chosen, cfg, train_names, test_names, methods, "metagrad", backends, val))
 
 
 def metagrad_config(preset: Preset, args) -> MetaGenRLConfig:
@@ -191,11 +211,11 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
     import jax
     import numpy as np
 
-    from metarl import distributed, envs
+    from metarl import distributed
     from metarl.algorithms.metagenrl.algorithm import make_trainer
 
     cfg, names = s.cfg, s.train_names
-    trainer = make_trainer([envs.make(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
+    trainer = make_trainer([s.make_env(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
     # Host copies with canonical (non-weak) dtypes: the compiled iteration takes exactly these
     # types from a fresh start and from a restored checkpoint alike.
     state = distributed.to_host(trainer.init(jax.random.PRNGKey(seed)))
@@ -267,7 +287,7 @@ def _validator(s: Settings, trainer, seed: int, alpha0):
         return None
     from metarl import envs
 
-    val = validation.Validator([envs.make(n) for n in s.train_names], s.train_names, s.cfg.td3, s.val,
+    val = validation.Validator([s.make_env(n) for n in s.train_names], s.train_names, s.cfg.td3, s.val,
                                trainer.objective, seed, alpha0, s.cfg.meta_iterations)
     print(f"[metagenrl] meta-validation every {s.val.every} meta-iterations: {s.val.agents} fresh agent(s) "
           f"per meta-training body, {s.val.lifetime_steps}-step lifetimes (compiled in {val.compile_s:.1f}s); "
@@ -294,7 +314,6 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
     import jax
     import numpy as np
 
-    from metarl import envs
     from metarl.algorithms.metagenrl.es import MetaGenRLES
     from metarl.runs.es_step import es_generation_step
     from metarl.outer.es import compile_generation
@@ -303,7 +322,7 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
     G, pop, A, E = cfg.es.generations, cfg.es.population_size, cfg.agents_per_member, len(names)
     print(f"[metagenrl-es] population {pop} x {A} agent(s) x {E} env(s), lifetimes of "
           f"{cfg.lifetime_steps} steps, {G} generations", flush=True)
-    algo = MetaGenRLES([envs.make(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
+    algo = MetaGenRLES([s.make_env(n) for n in names], cfg, mesh=mesh if jax.device_count() > 1 else None)
     k_es, k_run = jax.random.split(jax.random.PRNGKey(seed))
     es, _, es_state, generation = algo.make_es(k_es)
     alpha0 = jax.device_get(es.get_mean(es_state))
@@ -362,10 +381,11 @@ def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, 
                title: str) -> runner.Outcome:
     """Fresh agents, no warm start, no objective updates, on every test env (meta_test.py)."""
     test = s.preset.test
-    results = meta_test(s.test_names, alpha, alpha0, objective, meta_test_config(s), seed, methods=s.methods)
+    results = meta_test(s.test_names, alpha, alpha0, objective, meta_test_config(s), seed, methods=s.methods,
+                        backends=s.backends)
     summary = {"algorithm": "metagenrl",
                "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
-               "train_envs": s.train_names, "test_envs": s.test_names, **keys,
+               "train_envs": s.train_names, "test_envs": s.test_names, "backends": s.backends, **keys,
                "meta_train_history": history,
                "meta_test": meta_test_summary(results, s.train_names, s.test_names, test, s.methods)}
     return runner.Outcome(summary, results, title, results_table(results, seen=s.train_names),
