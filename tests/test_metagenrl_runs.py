@@ -41,6 +41,7 @@ def _main_exit(argv, capsys):
     (["--select", "best"], "--select best needs meta-validation (--val-every > 0)"),
     (["--select", "worst"], "argument --select: invalid choice: 'worst'"),
     (["--outer", "es", "--val-every", "2"], "--val-every is not used by --outer es"),
+    (["--val-every", "1", "--val-lifetime-steps", "200"], "--val-lifetime-steps 200 is within TD3's 200 random steps"),
 ])
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys, extra, message):
     from experiments.metagenrl import main

@@ -172,6 +172,10 @@ def configure(args, presets: dict) -> runner.Plan:
                            extension_note=f" (schedules keep spanning {cfg.es.schedule_span})")
     cfg = metagrad_config(chosen, args)
     val = validation.configure(chosen.val, args, "metagrad")
+    if val.on and val.lifetime_steps <= cfg.td3.random_steps:
+        raise ConfigError(f"--val-lifetime-steps {val.lifetime_steps} is within TD3's {cfg.td3.random_steps} "
+                          f"random steps (the validation agents would never use the objective); expected > "
+                          f"{cfg.td3.random_steps}")
     if val.on:  # config.json of a run without meta-validation stays as it was
         config["meta_validation"] = dataclasses.asdict(val)
     return runner.Plan(preset, why, (cfg.agents_per_env, "agents_per_env"), envs_text,
