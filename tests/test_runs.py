@@ -33,6 +33,7 @@ def run_exp(args, timeout=600, **kw):
     (["--strategy", "CMA_ES", "--l2-penalty", "0.001"], "strategy CMA_ES has no optax optimiser"),
     (["--l2-penalty", "-1"], "l2_penalty must be >= 0, got -1.0"),
     (["--tasks-per-member", "0"], "tasks_per_member must be a positive integer, got 0"),
+    (["--meta-test-lifetime-steps", "100"], "--meta-test-lifetime-steps: lifetime_steps=100 must be a multiple of update_period=64"),
     (["--mean-penalty", "-1"], "--mean-penalty must be a finite number >= 0, got -1.0"),
     (["--mean-penalty", "nan"], "--mean-penalty must be a finite number >= 0, got nan"),
     (["--objective", "lstm", "--mean-penalty", "1"], "objective 'lstm' does not take mean_penalty"),

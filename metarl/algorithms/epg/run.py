@@ -45,6 +45,9 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--population", type=int, default=None, help="ES population size")
     ap.add_argument("--tasks-per-member", type=int, default=None)
     ap.add_argument("--lifetime-steps", type=int, default=None)
+    ap.add_argument("--meta-test-lifetime-steps", type=int, default=None,
+                    help="the meta-test agents' lifetime (default: the meta-training lifetime); meta-train on "
+                         "shorter lifetimes (more tasks per generation) and meta-test at the preset's")
     ap.add_argument("--no-context-gradient", action="store_true",
                     help="compute the learned loss's buffer context once per update and hold it "
                          "constant (stop-gradient; faster, an approximation of the paper's gradient)")
@@ -104,6 +107,7 @@ class Settings:
     episode_length: int | None
     eval_every: int
     ppo_cfg: object  # PPOConfig of the meta-test baseline
+    test_lifetime_steps: int | None = None  # the meta-test agents' lifetime; None: the meta-training one
 
 
 def configure(args, presets: dict, env_name: str) -> runner.Plan:
@@ -157,7 +161,13 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
     eval_every = args.eval_every if args.eval_every is not None else max(1, cfg.es.schedule_span // 10)
     if eval_every < 0:
         raise ConfigError(f"--eval-every must be >= 0 (0 turns it off), got {eval_every}")
-    ppo_cfg = dataclasses.replace(meta_test_ppo_config(cfg.lifetime), **dict(p.ppo))
+    test_steps = args.meta_test_lifetime_steps
+    test_life = cfg.lifetime if test_steps is None else dataclasses.replace(cfg.lifetime, lifetime_steps=test_steps)
+    try:
+        test_life.validate()
+    except ValueError as e:
+        raise ConfigError(f"--meta-test-lifetime-steps: {e}") from None
+    ppo_cfg = dataclasses.replace(meta_test_ppo_config(test_life), **dict(p.ppo))
     from metarl.envs import default_backend  # the family's physics, recorded (EPG builds it with the default)
 
     return runner.Plan(
@@ -167,7 +177,7 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
                 "meta_test_ppo": dataclasses.asdict(ppo_cfg)},
         counts={"generations": cfg.es.generations},
         extension_note=f" (schedules keep spanning {cfg.es.schedule_span})",
-        algo=Settings(env_name, cfg, test_agents, p.episode_length, eval_every, ppo_cfg))
+        algo=Settings(env_name, cfg, test_agents, p.episode_length, eval_every, ppo_cfg, test_steps))
 
 
 def _shown(x) -> str:
@@ -248,7 +258,12 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
     def finish(run):
         print(f"[{name}] meta-test: {s.test_agents} fresh agents on the test split (learned loss, PPO, "
               f"no-update, zero-action, initial loss; sampled-action evaluation)", flush=True)
-        res = epg_meta_test(epg, run["best_params"], phi0, k_test, s.test_agents, ppo_config=s.ppo_cfg)
+        epg_test = epg  # the meta-test's learner: the meta-training one, or the same at another lifetime
+        if s.test_lifetime_steps not in (None, cfg.lifetime.lifetime_steps):
+            test_cfg = dataclasses.replace(cfg, lifetime=dataclasses.replace(
+                cfg.lifetime, lifetime_steps=s.test_lifetime_steps))
+            epg_test = EPG(env, test_cfg, mesh=mesh if jax.device_count() > 1 else None)
+        res = epg_meta_test(epg_test, run["best_params"], phi0, k_test, s.test_agents, ppo_config=s.ppo_cfg)
         fm = run["fitness_mean"]
         tenth = max(1, G // 10)
         summary = {
@@ -257,6 +272,7 @@ def build(plan: runner.Plan, args, mesh, name: str) -> runner.Loop:
             "task_shaping": cfg.es.task_shaping,
             "generations": G, "population_size": pop, "tasks_per_member": tasks,
             "lifetime_steps": cfg.lifetime.lifetime_steps, "loss_parameters": n_params,
+            "meta_test_lifetime_steps": s.test_lifetime_steps or cfg.lifetime.lifetime_steps,
             "env_steps": steps_per_gen * G,
             "fitness_first": float(fm[0]), "fitness_last": float(fm[-1]),
             "fitness_first_10pct": float(np.nanmean(fm[:tenth])),
