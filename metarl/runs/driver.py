@@ -203,10 +203,12 @@ def _run(experiment, argv, args, plan, run_dir, mesh, build, stop, extended_from
     enable_compilation_cache()
     writer = distributed.is_writer()
     t_start = time.time()
+    # config.json first: once the preset line is out, the run dir holds the run (a second launch that
+    # reads it then finds the lock and the config, never a half-made dir)
+    _write_config(experiment, argv, args, plan, run_dir, writer, extended_from)
     print(f"[{experiment}] preset={plan.preset} ({plan.why}); {plan.header}; devices={jax.device_count()} "
           f"({jax.default_backend()}), processes={jax.process_count()}; run dir {run_dir}"
           f"{' (resuming)' if args.resume else ''}", flush=True)
-    _write_config(experiment, argv, args, plan, run_dir, writer, extended_from)
     distributed.barrier("build")  # processes meet before the first collective (see barrier)
     loop = build(plan, args, mesh)
     distributed.barrier("restore")
