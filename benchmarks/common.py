@@ -140,3 +140,14 @@ def median_and_worst(returns, worst_fraction: float = 0.05):
     r = np.sort(np.asarray(returns, np.float64))
     k = max(1, int(round(worst_fraction * r.size)))
     return float(np.median(r)), float(r[:k].mean())
+
+
+def parse_list(text: str | None, allowed, what: str):
+    """A comma-separated subset of ``allowed`` (None for an empty text); exits naming any unknown item."""
+    if not text:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in allowed]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)}; expected some of {', '.join(allowed)}")
+    return items

@@ -98,16 +98,6 @@ def measure(name: str, backend: str, episodes: int, repeats: int, seed: int = 0)
                 date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
 
 
-def parse_list(text: str | None, allowed, what: str):
-    if not text:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if bad:
-        raise SystemExit(f"unknown {what}: {', '.join(bad)}; expected some of {', '.join(allowed)}")
-    return items
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="16 episodes, best of 1 (CPU)")
@@ -127,9 +117,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     episodes = args.episodes or (16 if args.quick else 64)
     repeats = args.repeats or (1 if args.quick else 2)
-    bodies = parse_list(args.envs, menvs.ENV_NAMES, "environments") or metagenrl_bodies()
+    bodies = common.parse_list(args.envs, menvs.ENV_NAMES, "environments") or metagenrl_bodies()
     on_cpu = jax.default_backend() == "cpu"
-    backends = parse_list(args.backends, menvs.BACKENDS, "backends") or [
+    backends = common.parse_list(args.backends, menvs.BACKENDS, "backends") or [
         b for b in menvs.BACKENDS if not (on_cpu and b == "mjx")]
 
     print(common.machine_description())

@@ -83,16 +83,6 @@ def measure(env, state, num_envs: int, num_steps: int, repeats: int, seed: int =
     return dict(compile_s=compile_s, run_s=run_s, steps_per_s=num_envs * num_steps / run_s)
 
 
-def parse_list(text: str | None, allowed, what: str):
-    if not text:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if bad:
-        raise SystemExit(f"unknown {what}: {', '.join(bad)}; expected some of {', '.join(allowed)}")
-    return items
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group()
@@ -116,10 +106,10 @@ def main(argv=None):
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.steps:
         num_steps = args.steps
-    envs = parse_list(args.envs, menvs.ENV_NAMES, "environments") or list(menvs.ENV_NAMES)
+    envs = common.parse_list(args.envs, menvs.ENV_NAMES, "environments") or list(menvs.ENV_NAMES)
     on_cpu = jax.default_backend() == "cpu"
     default_backends = [b for b in menvs.BACKENDS if not (on_cpu and b == "mjx")]
-    backends = parse_list(args.backends, menvs.BACKENDS, "backends") or default_backends
+    backends = common.parse_list(args.backends, menvs.BACKENDS, "backends") or default_backends
 
     print(common.machine_description())
     print(f"mode={'full' if full else 'quick'} steps={num_steps} batch_sizes={batch_sizes} "
