@@ -8,7 +8,8 @@ factory)`` adds one, ``factory(lifetime, context_gradient, **options) -> OnPolic
 that takes none keeps working until one is asked for, which then raises a ValueError naming it):
 
 - ``progress_input`` (``--progress-input``): the agent's lifetime progress as one more input of the
-  objective's network (every built-in objective; ``drift_t`` is ``drift`` with it on);
+  objective's network (every built-in objective; ``drift_t`` is ``drift`` with it on; ``ppo_schedule``
+  always reads it);
 - ``progress_context`` (``--progress-context``): the conv loss also appends it to the buffer rows its
   context convolutions read (pure, residual; needs ``progress_input``);
 - ``mean_penalty`` and ``action_bound`` (``--mean-penalty``): the conv loss's penalty on policy means
@@ -24,6 +25,7 @@ from metarl.objectives.backward_lstm import MetaGenRLObjective
 from metarl.objectives.epg_conv import EPGLoss, PureConvObjective, ResidualConvObjective
 from metarl.objectives.lpo_drift import DriftObjective
 from metarl.objectives.lstm_on_policy import LSTMOnPolicyObjective
+from metarl.objectives.ppo_schedule import PPOScheduleObjective
 
 # the options and their defaults (off: every objective as before)
 OPTIONS = {"progress_input": False, "progress_context": False, "mean_penalty": 0.0, "action_bound": 1.0}
@@ -80,6 +82,9 @@ _FACTORIES: dict[str, Callable] = {
         clip_eps=lifetime.clip_eps, progress_input=progress_input)),
     "drift_t": _no_context("drift_t", lambda lifetime, progress_input=True: DriftObjective(
         clip_eps=lifetime.clip_eps, progress_input=True)),
+    # PPO plus 5 extra terms with coefficients evolved as functions of t/T (theta_0 = PPO); 15 parameters
+    # (always temporally aware, as drift_t)
+    "ppo_schedule": _no_context("ppo_schedule", lambda lifetime, progress_input=True: PPOScheduleObjective()),
 }
 
 

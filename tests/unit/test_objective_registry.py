@@ -84,3 +84,42 @@ def test_drift_objective_starts_as_ppo_exactly_and_its_parameters_move_the_agent
         assert not np.allclose(a["curve"], c["curve"], equal_nan=True)
     with pytest.raises(ValueError, match="objective 'drift' has no buffer context"):
         registry.make("drift", life, context_gradient=False)
+
+
+def test_ppo_schedule_starts_as_ppo_exactly_and_each_coefficient_moves_the_agent():
+    """--objective ppo_schedule: theta_0 = 0 gives the agent's PPO term alone (the lifetime equals the
+    residual objective's at phi_0 for the same seeds); a coefficient set at one knot changes the
+    lifetime; c_k(t) interpolates theta linearly between knots."""
+    import chex
+    import jax.numpy as jnp
+
+    from metarl import envs
+    from metarl.inner.on_policy_agent import make_lifetime
+    from metarl.objectives.ppo_schedule import TERMS, PPOScheduleObjective
+
+    env = envs.make("goal_point")
+    life = LifetimeConfig(lifetime_steps=256, buffer_size=128, eval_envs=1, hidden=(16, 16))
+    task, key = env.sample_task(jax.random.PRNGKey(1), "train"), jax.random.PRNGKey(2)
+    sched = registry.make("ppo_schedule", life)
+    assert isinstance(sched, PPOScheduleObjective) and isinstance(sched, OnPolicyObjective) and sched.ppo_always
+    assert registry.make("ppo_schedule", life, progress_input=True) == sched
+    theta = sched.init(jax.random.PRNGKey(0), 2, 2)
+    chex.assert_shape(theta["theta"], (len(TERMS), 3))
+    residual = registry.make("residual", life)
+    phi = residual.init(jax.random.PRNGKey(0), 2, 2)
+    run = jax.jit(make_lifetime(env, life, sched))
+    a = run(theta, task, key)
+    b = jax.jit(make_lifetime(env, life, residual))(phi, task, key)
+    chex.assert_trees_all_close(a["eval_return"], b["eval_return"], atol=1e-5)
+    chex.assert_trees_all_close(a["curve"], b["curve"], atol=1e-5)
+    # every term reaches the policy (a coefficient at the first knot only: a constant factor on the
+    # pg term would be nearly invisible to Adam, which normalises the gradient's scale)
+    final = lambda m: np.array([m["eval_return_mean_action"], m["final_log_std"]])
+    for k in range(len(TERMS)):
+        c = run({"theta": theta["theta"].at[k, 0].set(2.0)}, task, key)
+        assert np.abs(final(a) - final(c)).max() > 1e-4, TERMS[k]
+    t = {"theta": jnp.arange(15.0).reshape(5, 3)}
+    np.testing.assert_allclose(sched.coefficients(t, 0.25), 0.5 * (t["theta"][:, 0] + t["theta"][:, 1]), rtol=1e-6)
+    np.testing.assert_allclose(sched.coefficients(t, 1.0), t["theta"][:, 2], rtol=1e-6)
+    with pytest.raises(ValueError, match="knots=1"):
+        PPOScheduleObjective(knots=1)
