@@ -36,6 +36,7 @@ def run_exp(args, timeout=600, **kw):
     (["--meta-test-lifetime-steps", "100"], "--meta-test-lifetime-steps: lifetime_steps=100 must be a multiple of update_period=64"),
     (["--mean-penalty", "-1"], "--mean-penalty must be a finite number >= 0, got -1.0"),
     (["--mean-penalty", "nan"], "--mean-penalty must be a finite number >= 0, got nan"),
+    (["--inner-lr", "0"], "--inner-lr must be a finite number > 0, got 0.0"),
     (["--objective", "lstm", "--mean-penalty", "1"], "objective 'lstm' does not take mean_penalty"),
     (["--progress-context"], "--progress-context needs --progress-input"),
 ])

@@ -45,6 +45,9 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--population", type=int, default=None, help="ES population size")
     ap.add_argument("--tasks-per-member", type=int, default=None)
     ap.add_argument("--lifetime-steps", type=int, default=None)
+    ap.add_argument("--inner-lr", type=float, default=None,
+                    help="the agent's Adam learning rate (LifetimeConfig.learning_rate; the paper: 1e-3), "
+                         "for the learned, initial and no-update agents alike (the meta-test PPO follows it unless the preset sets its own)")
     ap.add_argument("--meta-test-lifetime-steps", type=int, default=None,
                     help="the meta-test agents' lifetime (default: the meta-training lifetime); meta-train on "
                          "shorter lifetimes (more tasks per generation) and meta-test at the preset's")
@@ -56,7 +59,9 @@ def parser(env_name: str) -> argparse.ArgumentParser:
                     help="pure: the paper's loss, (1 - f) L_phi + f L_PPO; residual: L_PPO + L_phi "
                          "with L_phi's output layer starting at zero (ES starts from PPO); lstm: "
                          "(1 - f) L_alpha + f L_PPO, ES evolving MetaGenRL's backward-LSTM objective "
-                         "L_alpha on EPG's on-policy learner (a new combination)")
+                         "L_alpha on EPG's on-policy learner (a new combination); drift, drift_t: LPO's "
+                         "learned drift added to PPO's; ppo_schedule: PPO plus 5 terms with evolved "
+                         "coefficients over the lifetime progress (15 parameters, PPO at generation 0)")
     ap.add_argument("--progress-input", action="store_true",
                     help="the agent's lifetime progress t/T (update index / updates) as one more input of "
                          "the learned objective's network (conv loss: its per-row head; lstm and drift: "
@@ -121,6 +126,10 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
     life = cfg.lifetime
     if args.lifetime_steps is not None:
         life = dataclasses.replace(life, lifetime_steps=args.lifetime_steps)
+    if args.inner_lr is not None:
+        if not (np.isfinite(args.inner_lr) and args.inner_lr > 0):
+            raise ConfigError(f"--inner-lr must be a finite number > 0, got {args.inner_lr}")
+        life = dataclasses.replace(life, learning_rate=args.inner_lr)
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        schedule_generations=args.schedule_generations,
                                        strategy=args.strategy, l2_penalty=args.l2_penalty,
