@@ -88,6 +88,9 @@ def test_lifetime_fitness_final_or_area_under_the_curve():
     m = {"eval_return": jnp.array([[5.0, 7.0]]), "curve": jnp.array([[[1.0, nan, 3.0], [nan, nan, nan]]])}
     np.testing.assert_allclose(lifetime_fitness(m, "final"), [[5.0, 7.0]])
     np.testing.assert_allclose(lifetime_fitness(m, "auc"), [[2.0, 7.0]])  # no episode: the final return
+    late = {"eval_return": jnp.array([5.0]), "curve": jnp.array([[1.0, 2.0, nan, 4.0, nan, 6.0, 7.0, 9.0]])}
+    np.testing.assert_allclose(lifetime_fitness(late, "late_auc"), [8.0])  # the last quarter: 7, 9
+    np.testing.assert_allclose(lifetime_fitness(m, "late_auc"), [[3.0, 7.0]])  # at least one update
     import pytest
 
     with pytest.raises(ValueError, match="unknown fitness 'best'"):

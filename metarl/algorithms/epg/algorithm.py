@@ -26,7 +26,7 @@ from metarl.objectives import registry
 from metarl.outer.es import ESConfig, make_es
 
 
-FITNESS = ("final", "auc")
+FITNESS = ("final", "auc", "late_auc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,8 @@ class EPGConfig:
     ppo_anneal_fraction: float = 0.125  # f: 1 -> 0 linearly over this fraction of the generations
     # a member's fitness on a task: "final" (the paper: the return after the lifetime) or "auc" (the
     # mean return of the episodes completed over the lifetime, final return where none: trains faster)
+    # or "late_auc" (the same over the last quarter of the lifetime: the final performance, measured on
+    # the many episodes of a quarter-lifetime rather than the few of the final evaluation)
     fitness: str = "final"
     # the agent's lifetime progress t/T as an input of the objective's network (--progress-input; for
     # the conv loss: of its per-row head, and with progress_context of its context rows too)
@@ -78,10 +80,13 @@ class EPGConfig:
 def lifetime_fitness(metrics: dict, how: str):
     """A lifetime's fitness from its metrics (leading axes kept): "final", the evaluation return after
     the lifetime; "auc", the mean of the learning curve (the return of the episodes completed in each
-    update's rollout), the final return where no episode completed."""
+    update's rollout), the final return where no episode completed; "late_auc", "auc" over the last
+    quarter of the updates."""
     if how == "final":
         return metrics["eval_return"]
     curve = metrics["curve"]
+    if how == "late_auc":
+        curve = curve[..., -max(1, curve.shape[-1] // 4):]
     seen = jnp.isfinite(curve).any(axis=-1)
     return jnp.where(seen, jnp.nanmean(jnp.where(seen[..., None], curve, 0.0), axis=-1), metrics["eval_return"])
 

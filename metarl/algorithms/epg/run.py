@@ -84,9 +84,10 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--noise-probe", action="store_true",
                     help="evaluate each generation's members on a second draw of tasks and seeds (twice the "
                          "cost) and log fitness_noise_ratio, members' signal over their draw-to-draw noise")
-    ap.add_argument("--fitness", default=None, choices=("final", "auc"),
-                    help="a member's fitness on a task: final (the paper: return after the lifetime) or "
-                         "auc (mean return over the lifetime's episodes: trains faster)")
+    ap.add_argument("--fitness", default=None, choices=("final", "auc", "late_auc"),
+                    help="a member's fitness on a task: final (the paper: return after the lifetime), "
+                         "auc (mean return over the lifetime's episodes: trains faster) or late_auc (the "
+                         "same over the last quarter of the lifetime: final performance, on more episodes)")
     ap.add_argument("--task-shaping", default=None, choices=("none", "z_score", "centered_rank"),
                     help="shape each task's fitness across members before the mean over tasks "
                          "(default none: the raw mean; then centred ranks across members, as openai/EPG)")
