@@ -66,15 +66,30 @@ def per_agent(run_dir: str, env: str) -> dict:
     return {m: np.asarray(v["returns"], np.float64) for m, v in mt.items() if "returns" in v}
 
 
-def table(summaries: list[dict], fresh_from: int, agents: list[dict] | None = None) -> tuple[str, list[str]]:
+def curve_auc(run_dir: str, env: str) -> dict:
+    """{method: mean return over the meta-test lifetime} (the mean of its learning curve: the agents'
+    mean return of the episodes completed in each update's rollout; "trains faster" reads this, the
+    criteria read the final return) from a finished run's meta_test.json, for methods with a curve."""
+    path = os.path.join(run_dir, "meta_test.json")
+    if not os.path.exists(path):
+        return {}
+    mt = json.load(open(path))[env]
+    return {m: float(np.nanmean(np.array([np.nan if x is None else x for x in v["curve"]], np.float64)))
+            for m, v in mt.items() if v.get("curve")}
+
+
+def table(summaries: list[dict], fresh_from: int, agents: list[dict] | None = None,
+          aucs: list[dict] | None = None) -> tuple[str, list[str]]:
     """The per-seed table of means, learned - initial with its paired bootstrap 95% interval over the
     agents (agent i of both methods met the same task with the same seed), and each method's median and
     worst 5% where the per-agent returns are at hand. ``agents``: one per_agent dict per summary."""
     agents = agents or [{} for _ in summaries]
+    aucs = aucs or [{} for _ in summaries]
     methods = [m for m in METHODS if all(f"{m}_return" in s["meta_test"] for s in summaries)]
-    header = ["seed", *methods, "learned - initial [95% CI]", "learned (mean action)", "wall (s)"]
+    header = ["seed", *methods, "learned - initial [95% CI]", "learned (mean action)",
+              "lifetime mean return, learned / initial", "wall (s)"]
     rows, groups, spread, deltas = [], {"tuning": [], "fresh": []}, [], {"tuning": [], "fresh": []}
-    for s, ag in sorted(zip(summaries, agents), key=lambda p: p[0]["seed"]):
+    for s, ag, auc in sorted(zip(summaries, agents, aucs), key=lambda p: p[0]["seed"]):
         mt = s["meta_test"]
         vals = [mt[f"{m}_return"] for m in methods]
         group = "fresh" if s["seed"] >= fresh_from else "tuning"
@@ -86,8 +101,10 @@ def table(summaries: list[dict], fresh_from: int, agents: list[dict] | None = No
             deltas[group].append(lo > 0)
         else:
             cell = f"{delta:+.2f} [n/a]"
+        auc_cell = (f"{auc['learned']:.2f} / {auc['initial_loss']:.2f}"
+                    if "learned" in auc and "initial_loss" in auc else "n/a")
         rows.append([s["seed"], *[f"{v:.2f}" for v in vals], cell,
-                     f"{mt['learned_return_mean_action']:.2f}", f"{s['wall_s']:.0f}"])
+                     f"{mt['learned_return_mean_action']:.2f}", auc_cell, f"{s['wall_s']:.0f}"])
         if ag:
             spread.append([s["seed"], *[("{:.2f} / {:.2f}".format(*median_and_worst(ag[m])) if m in ag else "")
                                         for m in methods]])
@@ -98,7 +115,7 @@ def table(summaries: list[dict], fresh_from: int, agents: list[dict] | None = No
         mean = np.mean(vals, axis=0)
         m = dict(zip(methods, mean))
         rows.append([f"**mean, {name} seeds**", *[f"**{v:.2f}**" for v in mean],
-                     f"**{m['learned'] - m['initial_loss']:+.2f}**", "", ""])
+                     f"**{m['learned'] - m['initial_loss']:+.2f}**", "", "", ""])
         if name == "fresh":
             for text, ok in criteria(m, summaries[0]["env"]):
                 notes.append(f"- fresh seeds' mean: {text}: **{'holds' if ok else 'does not hold'}**")
@@ -142,10 +159,11 @@ def main(argv=None) -> None:
     dirs = [d for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
     summaries = [json.load(open(os.path.join(d, "summary.json"))) for d in dirs]
     agents = [per_agent(d, s["env"]) for d, s in zip(dirs, summaries)]
+    aucs = [curve_auc(d, s["env"]) for d, s in zip(dirs, summaries)]
     if not summaries:
         print("error: no finished run (summary.json) among the given run dirs", file=sys.stderr)
         raise SystemExit(2)
-    body, notes = table(summaries, args.fresh_from, agents)
+    body, notes = table(summaries, args.fresh_from, agents, aucs)
     s0 = summaries[0]
     objective = s0.get("objective") or s0.get("config", {}).get("objective") or args.objective
     tag = args.tag or objective
