@@ -37,6 +37,7 @@ def run_exp(args, timeout=600, **kw):
     (["--mean-penalty", "-1"], "--mean-penalty must be a finite number >= 0, got -1.0"),
     (["--mean-penalty", "nan"], "--mean-penalty must be a finite number >= 0, got nan"),
     (["--inner-lr", "0"], "--inner-lr must be a finite number > 0, got 0.0"),
+    (["--init-log-std", "nan"], "--init-log-std must be a finite number, got nan"),
     (["--objective", "lstm", "--mean-penalty", "1"], "objective 'lstm' does not take mean_penalty"),
     (["--progress-context"], "--progress-context needs --progress-input"),
 ])

@@ -48,6 +48,9 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--inner-lr", type=float, default=None,
                     help="the agent's Adam learning rate (LifetimeConfig.learning_rate; the paper: 1e-3), "
                          "for the learned, initial and no-update agents alike (the meta-test PPO follows it unless the preset sets its own)")
+    ap.add_argument("--init-log-std", type=float, default=None,
+                    help="the agent policy's initial log-std (LifetimeConfig.init_log_std; the paper: 0), "
+                         "for the learned, initial and no-update agents alike (and the meta-test PPO unless the preset sets its own)")
     ap.add_argument("--meta-test-lifetime-steps", type=int, default=None,
                     help="the meta-test agents' lifetime (default: the meta-training lifetime); meta-train on "
                          "shorter lifetimes (more tasks per generation) and meta-test at the preset's")
@@ -131,6 +134,10 @@ def configure(args, presets: dict, env_name: str) -> runner.Plan:
         if not (np.isfinite(args.inner_lr) and args.inner_lr > 0):
             raise ConfigError(f"--inner-lr must be a finite number > 0, got {args.inner_lr}")
         life = dataclasses.replace(life, learning_rate=args.inner_lr)
+    if args.init_log_std is not None:
+        if not np.isfinite(args.init_log_std):
+            raise ConfigError(f"--init-log-std must be a finite number, got {args.init_log_std}")
+        life = dataclasses.replace(life, init_log_std=args.init_log_std)
     overrides = {k: v for k, v in dict(generations=args.generations, population_size=args.population,
                                        schedule_generations=args.schedule_generations,
                                        strategy=args.strategy, l2_penalty=args.l2_penalty,
