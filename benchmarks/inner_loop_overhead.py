@@ -12,7 +12,8 @@ alternating rounds (best round kept) so that load from other jobs hits them alik
 
 MetaGenRL agent-step cost (one agent, one jitted lax.scan of blocks each): a MetaGenRL agent-step
 (env step, critic update on B x T transitions, and per policy_delay steps a meta-gradient and a
-policy update on L_alpha) against (a) a standard TD3 agent-step (the same networks, one critic
+policy update on L_alpha; the meta-gradient is summed into the scan's output so that XLA keeps it)
+against (a) a standard TD3 agent-step (the same networks, one critic
 update on 100 single transitions, policy update every policy_delay steps) and (b) a TD3 agent-step
 on the same B x T batches; then its pieces timed in isolation (same state, each a lax.scan of
 repetitions): env step, critic update, meta-gradient, policy update on L_alpha, the L_alpha network
@@ -180,9 +181,20 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     std_agent = TD3Agent(env, dataclasses.replace(td3, batch_size=100, seq_len=1))
     s_std = std_agent.init(jax.random.PRNGKey(2), task)
 
+    leaf_sum = lambda t: sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(t))
+
+    def metagenrl_step(s):
+        # the meta-gradient, meta-loss and alignment feed the scan's accumulator: a program that
+        # dropped them would let XLA eliminate the whole second-order backward pass as dead code
+        s, g, jval, cos = trainer.agent_block(agent, s, alpha, jnp.zeros(()))
+        return s, leaf_sum(g) + jval + cos
+
     progs = {
         # after the warm start (w = 0), the steady state of a run
-        "metagenrl": (lambda s: (trainer.agent_block(agent, s, alpha, jnp.zeros(()))[0], jnp.zeros(())), s0),
+        "metagenrl": (metagenrl_step, s0),
+        # the same with its outputs dropped: the policy's step on L_alpha without the meta-gradient
+        "metagenrl_no_meta_grad": (
+            lambda s: (trainer.agent_block(agent, s, alpha, jnp.zeros(()))[0], jnp.zeros(())), s0),
         "td3_bt": (lambda s: (agent.block(s), jnp.zeros(())), s0),
         "td3_standard": (lambda s: (std_agent.block(s), jnp.zeros(())), s_std),
     }
@@ -255,6 +267,10 @@ def metagenrl_agent_step_body(r: dict, rounds: int) -> tuple[str, str]:
     c, cfg = r["costs"], r["cfg"]
     ms = lambda x: f"{1e3 * x:.2f}"
     rows = [["MetaGenRL agent-step", ms(c["metagenrl"]), "1.00", f"{r['compile_s']['metagenrl']:.1f}"],
+            ["MetaGenRL agent-step without its meta-gradient (outputs dropped, XLA removes the "
+             "second-order pass)", ms(c["metagenrl_no_meta_grad"]),
+             f"{c['metagenrl'] / c['metagenrl_no_meta_grad']:.2f}",
+             f"{r['compile_s']['metagenrl_no_meta_grad']:.1f}"],
             [f"TD3 agent-step, same {cfg.td3.batch_size} x {r['T']} batches", ms(c["td3_bt"]),
              f"{c['metagenrl'] / c['td3_bt']:.2f}", f"{r['compile_s']['td3_bt']:.1f}"],
             ["standard TD3 agent-step, 100 single transitions", ms(c["td3_standard"]),
