@@ -17,6 +17,11 @@ advantages, (mu, log sigma) the policy's outputs):
     mean_sq mean mu^2                    policy means pulled toward 0 (> 0): against running away
     pos_pg  -mean(r max(A, 0))           the push of better-than-average actions alone
 
+The stabilising terms' coefficients (``nonnegative``: kl and mean_sq by default) are relu(c_k): they
+can tighten the trust region and pull the means in, never reward leaving them. Unconstrained (rounds A-C
+in RESULTS.md, ``nonnegative=()``), ES made mean_sq negative late in life on both tuning seeds: the
+median agent got faster, and a few agents in 64 ran away.
+
 theta_0 = 0: generation 0 is the agent's PPO term exactly (tests/unit/test_objective_registry.py),
 so ES starts at PPO. Why so few parameters: the ES gradient from P members in d dimensions points
 along the true gradient with cosine about sqrt(P / d) even for a noise-free fitness; with the cpu
@@ -63,20 +68,26 @@ class PPOScheduleObjective(PPOMixing):
     """L_PPO + sum_k c_k(t/T) T_k (module docstring); params {"theta": (K, knots)}, zeros at init."""
 
     knots: int = 3
+    nonnegative: tuple = ("kl", "mean_sq")  # terms whose coefficient is relu(c_k)
     ppo_always: ClassVar[bool] = True
     value_always: ClassVar[bool] = False
 
     def __post_init__(self):
         if self.knots < 2:
             raise ValueError(f"knots={self.knots}: expected >= 2 (a coefficient at the start and the end)")
+        unknown = [t for t in self.nonnegative if t not in TERMS]
+        if unknown:
+            raise ValueError(f"nonnegative={self.nonnegative}: unknown term(s) {unknown}; expected some of {TERMS}")
 
     def init(self, key, obs_size: int, act_size: int):
         """theta_0 = 0 (PPO exactly); its shape does not depend on the body."""
         return {"theta": jnp.zeros((len(TERMS), self.knots), jnp.float32)}
 
     def coefficients(self, params, progress):
-        """(K,) c_k at lifetime progress t/T."""
-        return params["theta"] @ hat_weights(progress, self.knots)
+        """(K,) c_k at lifetime progress t/T (relu'd for the ``nonnegative`` terms)."""
+        c = params["theta"] @ hat_weights(progress, self.knots)
+        mask = jnp.array([t in self.nonnegative for t in TERMS])
+        return jnp.where(mask, jax.nn.relu(c), c)
 
     def prepare(self, params, policy_params, batch, actor):
         """The batch and the update-start policy's (mean, log_std) on its newest M rows (for the KL)."""

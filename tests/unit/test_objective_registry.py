@@ -121,5 +121,13 @@ def test_ppo_schedule_starts_as_ppo_exactly_and_each_coefficient_moves_the_agent
     t = {"theta": jnp.arange(15.0).reshape(5, 3)}
     np.testing.assert_allclose(sched.coefficients(t, 0.25), 0.5 * (t["theta"][:, 0] + t["theta"][:, 1]), rtol=1e-6)
     np.testing.assert_allclose(sched.coefficients(t, 1.0), t["theta"][:, 2], rtol=1e-6)
+    # the stabilisers (kl, mean_sq) only tighten: a negative coefficient is 0; the others keep their sign
+    c = sched.coefficients({"theta": -t["theta"]}, 1.0)
+    assert [float(c[TERMS.index(k)]) for k in ("kl", "mean_sq")] == [0.0, 0.0]
+    assert float(c[TERMS.index("pg")]) == -2.0
+    free = PPOScheduleObjective(nonnegative=())
+    np.testing.assert_allclose(free.coefficients({"theta": -t["theta"]}, 1.0), -t["theta"][:, 2])
+    with pytest.raises(ValueError, match="unknown term"):
+        PPOScheduleObjective(nonnegative=("entropy",))
     with pytest.raises(ValueError, match="knots=1"):
         PPOScheduleObjective(knots=1)
