@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from benchmarks.common import markdown_table, median_and_worst, section_preamble, write_section
+from benchmarks.epg_seeds import parse_seeds
 from metarl import envs
 from metarl.inner.on_policy_agent import make_lifetime
 from metarl.objectives import registry
@@ -30,11 +31,6 @@ from metarl.objectives import registry
 
 def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
-
-
-def seeds_of(text: str) -> list[int]:
-    lo, _, hi = text.partition("-")
-    return list(range(int(lo), int(hi or lo) + 1))
 
 
 def sweep(experiment: str, lrs, log_stds, seeds, agents: int, split: str):
@@ -79,7 +75,7 @@ def main(argv=None) -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
-    seeds = seeds_of(args.seeds)
+    seeds = parse_seeds(args.seeds)
     rows = sweep(args.experiment, floats(args.lr), floats(args.init_log_std), seeds, args.agents, args.split)
     header = ["lr", "init log-std", "final return (mean)", "median", "worst 5%", "mean action",
               "lifetime mean return", "final log-std", "compile + first seed (s)"]

@@ -57,12 +57,15 @@ def criteria(mean: dict, family: str) -> list[tuple[str, bool]]:
     return []
 
 
+def meta_test_entries(run_dir: str, env: str) -> dict:
+    """{method: entry} of a finished run's meta_test.json for ``env`` ({} where there is none)."""
+    path = os.path.join(run_dir, "meta_test.json")
+    return json.load(open(path))[env] if os.path.exists(path) else {}
+
+
 def per_agent(run_dir: str, env: str) -> dict:
     """{method: (N,) per-agent sampled-action returns} from a finished run's meta_test.json."""
-    path = os.path.join(run_dir, "meta_test.json")
-    if not os.path.exists(path):
-        return {}
-    mt = json.load(open(path))[env]
+    mt = meta_test_entries(run_dir, env)
     return {m: np.asarray(v["returns"], np.float64) for m, v in mt.items() if "returns" in v}
 
 
@@ -70,10 +73,7 @@ def curve_auc(run_dir: str, env: str) -> dict:
     """{method: mean return over the meta-test lifetime} (the mean of its learning curve: the agents'
     mean return of the episodes completed in each update's rollout; "trains faster" reads this, the
     criteria read the final return) from a finished run's meta_test.json, for methods with a curve."""
-    path = os.path.join(run_dir, "meta_test.json")
-    if not os.path.exists(path):
-        return {}
-    mt = json.load(open(path))[env]
+    mt = meta_test_entries(run_dir, env)
     return {m: float(np.nanmean(np.array([np.nan if x is None else x for x in v["curve"]], np.float64)))
             for m, v in mt.items() if v.get("curve")}
 

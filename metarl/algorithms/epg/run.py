@@ -34,6 +34,7 @@ class Preset:
 
 
 def parser(env_name: str) -> argparse.ArgumentParser:
+    from metarl.algorithms.epg.algorithm import FITNESS
     from metarl.objectives import registry
 
     ap = flags.experiment_parser(f"EPG meta-training on {env_name}, then meta-test on its test split",
@@ -87,7 +88,7 @@ def parser(env_name: str) -> argparse.ArgumentParser:
     ap.add_argument("--noise-probe", action="store_true",
                     help="evaluate each generation's members on a second draw of tasks and seeds (twice the "
                          "cost) and log fitness_noise_ratio, members' signal over their draw-to-draw noise")
-    ap.add_argument("--fitness", default=None, choices=("final", "auc", "late_auc"),
+    ap.add_argument("--fitness", default=None, choices=FITNESS,
                     help="a member's fitness on a task: final (the paper: return after the lifetime), "
                          "auc (mean return over the lifetime's episodes: trains faster) or late_auc (the "
                          "same over the last quarter of the lifetime: final performance, on more episodes)")
