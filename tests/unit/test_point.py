@@ -46,3 +46,19 @@ def test_episodes_run_the_horizon_and_oracle_beats_zero_action(env):
 def test_pure_jax_family_refuses_a_physics_backend():
     with pytest.raises(ValueError, match="unknown backend 'spring' for goal_point"):
         envs.make("goal_point", backend="spring")
+
+
+def test_noisy_oracle_bounds_a_gaussian_agent_far_below_the_noise_free_oracle(env):
+    """benchmarks.epg_point_ceiling: with the agent's exploration noise (std 0.37 against the 0.1
+    clip) even the goal-knowing mean scores far below the scripted oracle; without noise the gain-1
+    mean (one step to the goal, clipped) nearly matches it, and with noise a steep mean beats it."""
+    from benchmarks.epg_point_ceiling import mlp_init, noisy_oracle_returns
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, mlp_init(jax.random.PRNGKey(0)))
+    keys = jax.random.split(jax.random.PRNGKey(1), 64)
+    tasks = jax.vmap(lambda k: env.sample_task(k, "test"))(keys)
+    oracle = jax.vmap(lambda t, k: episode_return(env, env.oracle_policy(t), t, k, 2))(tasks, keys).mean()
+    score = lambda g, ls: float(noisy_oracle_returns(env, zero, g, ls, tasks, keys, 2).mean())
+    assert score(1.0, -12.0) == pytest.approx(float(oracle), abs=0.3)
+    assert score(30.0, -1.0) < float(oracle) - 5.0
+    assert score(30.0, -1.0) > score(1.0, -1.0) + 5.0
