@@ -145,35 +145,41 @@ def _scan_program(fn, n: int):
     return run
 
 
-def _alternating(fs: dict, states: dict, rounds: int, per: int) -> dict:
+def _alternating(fs: dict, states: dict, rounds: int, per: int, all_rounds: dict | None = None) -> dict:
     """Best seconds / ``per`` of each compiled program over ``rounds`` rounds, programs alternated
-    within a round so that load from other jobs hits them alike (one warm-up call each first)."""
+    within a round so that load from other jobs hits them alike (one warm-up call each first).
+    ``all_rounds``: if given, filled with {program: [seconds / per of every round]}."""
     for k, f in fs.items():
         jax.block_until_ready(f(states[k]))
-    best = {k: float("inf") for k in fs}
+    times = {k: [] for k in fs}
     for _ in range(rounds):
         for k, f in fs.items():
             t0 = time.perf_counter()
             jax.block_until_ready(f(states[k]))
-            best[k] = min(best[k], time.perf_counter() - t0)
-    return {k: t / per for k, t in best.items()}
+            times[k].append((time.perf_counter() - t0) / per)
+    if all_rounds is not None:
+        all_rounds.update(times)
+    return {k: min(t) for k, t in times.items()}
 
 
 def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dict:
     """Seconds per env step of one MetaGenRL agent, of a standard TD3 agent (100 single transitions)
     and of a TD3 agent on the same B x T batches, measured in this process; and the pieces of the
-    MetaGenRL agent-step, each timed alone. Returns {'costs': {...}, 'pieces': {...}, ...}."""
+    MetaGenRL agent-step, each timed alone. The MetaGenRL agent-step is timed in both second-order
+    modes (``MetaGradConfig.second_order``: "metagenrl_<mode>"), alternated with the TD3 programs.
+    Returns {'costs': {...}, 'rounds': {...}, 'pieces': {...}, ...}."""
     from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
     from metarl.inner.td3 import TD3Agent, TD3Config
     from metarl.objectives.backward_lstm import BackwardLSTM
-    from metarl.outer.metagrad import meta_objective
+    from metarl.outer.metagrad import SECOND_ORDER, meta_value_and_grad
 
     env = envs.make(name)
     cfg = MetaGenRLConfig(td3=TD3Config(**sizes["td3"]), **dict(sizes["meta"], agents_per_env=1)).validate()
     td3 = cfg.td3
     d = td3.policy_delay
     blocks = max(1, steps // d)
-    trainer = make_trainer([env], cfg)
+    trainers = {m: make_trainer([env], dataclasses.replace(cfg, second_order=m)) for m in SECOND_ORDER}
+    trainer = trainers[cfg.second_order]
     agent, objective = trainer.learners[0], trainer.objective
     alpha = init_alpha = trainer.init(jax.random.PRNGKey(0)).alpha
     task = env.sample_task(jax.random.PRNGKey(1), "train")
@@ -183,15 +189,17 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
 
     leaf_sum = lambda t: sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(t))
 
-    def metagenrl_step(s):
-        # the meta-gradient, meta-loss and alignment feed the scan's accumulator: a program that
-        # dropped them would let XLA eliminate the whole second-order backward pass as dead code
-        s, g, jval, cos = trainer.agent_block(agent, s, alpha, jnp.zeros(()))
-        return s, leaf_sum(g) + jval + cos
+    def metagenrl_step(tr):
+        def step(s):
+            # the meta-gradient, meta-loss and alignment feed the scan's accumulator: a program that
+            # dropped them would let XLA eliminate the whole second-order backward pass as dead code
+            s, g, jval, cos = tr.agent_block(tr.learners[0], s, alpha, jnp.zeros(()))
+            return s, leaf_sum(g) + jval + cos
+        return step
 
     progs = {
-        # after the warm start (w = 0), the steady state of a run
-        "metagenrl": (metagenrl_step, s0),
+        # after the warm start (w = 0), the steady state of a run; one program per second-order mode
+        **{f"metagenrl_{m}": (metagenrl_step(tr), s0) for m, tr in trainers.items()},
         # the same with its outputs dropped: the policy's step on L_alpha without the meta-gradient
         "metagenrl_no_meta_grad": (
             lambda s: (trainer.agent_block(agent, s, alpha, jnp.zeros(()))[0], jnp.zeros(())), s0),
@@ -202,11 +210,13 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     for k, (fn, st) in progs.items():
         compile_s[k], fs[k] = compile_jit(_scan_program(fn, blocks), st)
         states[k] = fs[k](st)[0]  # the first run fills the replay buffer; time the next ones
-    costs = _alternating(fs, states, rounds, blocks * d)
+    all_rounds = {}
+    costs = _alternating(fs, states, rounds, blocks * d, all_rounds)
+    costs["metagenrl"] = costs[f"metagenrl_{cfg.second_order}"]
+    compile_s["metagenrl"] = compile_s[f"metagenrl_{cfg.second_order}"]
 
     # pieces, on the filled MetaGenRL agent's state
-    s = states["metagenrl"]
-    J = meta_objective(objective, agent, cfg.lookahead_step, with_policy_grad=True)
+    s = states[f"metagenrl_{cfg.second_order}"]
     batch = agent.sample(s, jax.random.PRNGKey(3), cfg.meta_batch // 2)
     a, pa = batch["action"], agent.pi(s.policy, batch["obs"])
     z = batch["reward"]
@@ -215,11 +225,15 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
         key, k = jax.random.split(s.key)
         return s.replace(key=key), k
 
-    def meta_grad(s):
-        s, k = with_key(s)
-        b = agent.sample(s, k, cfg.meta_batch)
-        (jval, _), g = jax.value_and_grad(J, has_aux=True)(alpha, s.policy, s.critic, b)
-        return s, jval + sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(g))
+    def meta_grad(mode):
+        vg = meta_value_and_grad(objective, agent, cfg.lookahead_step, mode)
+
+        def fn(s):
+            s, k = with_key(s)
+            b = agent.sample(s, k, cfg.meta_batch)
+            (jval, gp), g = vg(alpha, s.policy, s.critic, b)
+            return s, jval + leaf_sum(g) + leaf_sum(gp)
+        return fn
 
     def lookahead_grad(s):  # first-order grad_phi L_alpha on the first half (the policy's gradient)
         s, k = with_key(s)
@@ -247,8 +261,8 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     pieces_fns = {
         "env step": (lambda s: (agent.env_step(s), jnp.zeros(())), 1.0),
         f"critic update ({td3.batch_size} x {T})": (lambda s: agent.critic_update(s), 1.0),
-        f"meta-gradient ({cfg.meta_batch} x {T}, second order; gives the policy's gradient too)": (
-            meta_grad, 1.0 / d),
+        **{f"meta-gradient ({cfg.meta_batch} x {T}, second order {m}; gives the policy's gradient too)": (
+            meta_grad(m), 1.0 / d) for m in SECOND_ORDER},
         f"  its lookahead: first-order grad_phi L_alpha ({B} x {T})": (lookahead_grad, 1.0 / d),
         f"  its L_alpha network fwd+bwd ({B} x {T})": (objective_net, 1.0 / d),
         f"  its backward LSTM fwd+bwd ({B} x {T})": (lstm_only, 1.0 / d),
@@ -260,13 +274,18 @@ def metagenrl_agent_step(name: str, sizes: dict, steps: int, rounds: int) -> dic
     per_call = _alternating(pf, {k: s for k in pf}, rounds, n)
     pieces = {k: (per_call[k], per) for k, (_, per) in pieces_fns.items()}
     del init_alpha
-    return dict(env=name, cfg=cfg, costs=costs, compile_s=compile_s, pieces=pieces, B=B, T=T)
+    return dict(env=name, cfg=cfg, costs=costs, rounds=all_rounds, compile_s=compile_s, pieces=pieces,
+                B=B, T=T, modes=SECOND_ORDER)
 
 
 def metagenrl_agent_step_body(r: dict, rounds: int) -> tuple[str, str]:
     c, cfg = r["costs"], r["cfg"]
     ms = lambda x: f"{1e3 * x:.2f}"
-    rows = [["MetaGenRL agent-step", ms(c["metagenrl"]), "1.00", f"{r['compile_s']['metagenrl']:.1f}"],
+    std = c["td3_standard"]
+    rows = [[f"MetaGenRL agent-step, second_order={m}" + (" (the default)" if m == cfg.second_order else ""),
+             ms(c[f"metagenrl_{m}"]), f"{c['metagenrl'] / c[f'metagenrl_{m}']:.2f}",
+             f"{r['compile_s'][f'metagenrl_{m}']:.1f}"] for m in r["modes"]]
+    rows += [
             ["MetaGenRL agent-step without its meta-gradient (outputs dropped, XLA removes the "
              "second-order pass)", ms(c["metagenrl_no_meta_grad"]),
              f"{c['metagenrl'] / c['metagenrl_no_meta_grad']:.2f}",
@@ -279,7 +298,15 @@ def metagenrl_agent_step_body(r: dict, rounds: int) -> tuple[str, str]:
     prow = [[k, ms(t), f"{per:.2f}", ms(t * per), f"{100 * t * per / total:.0f} %"]
             for k, (t, per) in r["pieces"].items()]
     head = (f"metagenrl_agent_step {r['env']}: {c['metagenrl'] / c['td3_standard']:.2f}x standard TD3, "
-            f"{c['metagenrl'] / c['td3_bt']:.2f}x TD3 on B x T")
+            f"{c['metagenrl'] / c['td3_bt']:.2f}x TD3 on B x T (second_order={cfg.second_order}); "
+            + ", ".join(f"{m}: {c[f'metagenrl_{m}'] / std:.2f}x" for m in r["modes"]))
+    # per round: each mode's time over the standard TD3 program's of the same round
+    per_round = {m: [a / b for a, b in zip(r["rounds"][f"metagenrl_{m}"], r["rounds"]["td3_standard"])]
+                 for m in r["modes"]}
+    fr = [a / b for a, b in zip(r["rounds"]["metagenrl_forward"], r["rounds"]["metagenrl_reverse"])]
+    mode_rows = [[m, f"{c[f'metagenrl_{m}'] / std:.2f}", f"{c[f'metagenrl_{m}'] / c['td3_bt']:.2f}",
+                  " ".join(f"{x:.2f}" for x in per_round[m]), f"{r['compile_s'][f'metagenrl_{m}']:.1f}"]
+                 for m in r["modes"]]
     td3 = {k: v for k, v in dataclasses.asdict(cfg.td3).items() if k in
            ("hidden", "batch_size", "seq_len", "policy_delay", "replay_size")}
     body = (
@@ -287,6 +314,12 @@ def metagenrl_agent_step_body(r: dict, rounds: int) -> tuple[str, str]:
         f"each program one jitted lax.scan of env steps after a first run that fills the replay "
         f"buffer; best of {rounds}). Goal: MetaGenRL <= 3x a standard TD3 agent-step.\n\n"
         + markdown_table(["program", "ms / env step", "MetaGenRL / this", "compile (s)"], rows)
+        + "\n\nThe two second-order modes of the meta-gradient (`MetaGradConfig.second_order`, "
+        "`--second-order`: reverse-over-reverse as the original, or reverse-over-forward, the same "
+        "quantity), each against the standard TD3 agent-step (best rounds) and round by round "
+        f"(alternated). forward / reverse per round: {' '.join(f'{x:.2f}' for x in fr)}.\n\n"
+        + markdown_table(["second_order", "x standard TD3 (best)", "x TD3 on B x T (best)",
+                          "x standard TD3, each round", "compile (s)"], mode_rows)
         + "\n\nPieces of the MetaGenRL agent-step, each timed alone on the same state (a lax.scan of "
         "repetitions): ms per call, calls per env step, ms per env step, share of the whole agent-step "
         "(indented pieces are parts of the meta-gradient's forward pass; "
@@ -372,7 +405,8 @@ def main():
             "policy update; then the objective's Adam step). Settings: "
             f"td3 {td3}, agents {', '.join(str(r[2]) for r in mrows)}, K = {cfg.steps_per_iteration}, meta_batch "
             f"{cfg.meta_batch}; timing: best of {args.rounds} rounds of {args.metagenrl_iterations} "
-            "meta-iteration(s); raw = the same number of envs, K steps in one lax.scan, best of 6.\n\n"
+            f"meta-iteration(s), second_order={cfg.second_order}; raw = the same number of envs, K steps "
+            "in one lax.scan, best of 6.\n\n"
             + markdown_table(["env", "backend", "agents", "K (steps / iteration)", "raw env steps/s",
                               "MetaGenRL env-steps/s", "MetaGenRL / raw", "iteration (s)",
                               "iteration compile (s)", "raw compile (s)"], mrows) + "\n")

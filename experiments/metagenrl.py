@@ -2,7 +2,7 @@
 
 python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed S]
        [--train-envs a,b] [--test-envs c,d] [--meta-iterations K] [--agents-per-env A]
-       [--lookahead-step E] [--meta-lr L] [--warm-start-steps W]
+       [--lookahead-step E] [--second-order {reverse,forward}] [--meta-lr L] [--warm-start-steps W]
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
        [--outer {metagrad,es}] [--population P] [--generations G]
        [--val-every K] [--val-agents N] [--val-lifetime-steps L] [--select {best,last}]

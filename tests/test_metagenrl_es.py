@@ -37,6 +37,7 @@ def test_es_smoke_run_writes_the_outputs(tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--outer", "es", "--lookahead-step", "0.5"], "--lookahead-step is not used by --outer es"),
+    (["--outer", "es", "--second-order", "forward"], "--second-order is not used by --outer es"),
     (["--outer", "es", "--agents-per-env", "2"], "--agents-per-env is not used by --outer es"),
     (["--outer", "es", "--meta-iterations", "2"], "--meta-iterations is not used by --outer es"),
     (["--outer", "es", "--meta-lr", "0.01"], "--meta-lr is not used by --outer es"),

@@ -31,6 +31,7 @@ def _main_exit(argv, capsys):
     (["--agents-per-env", "-2"], "agents_per_env must be a positive integer, got -2"),
     (["--meta-lr", "0"], "meta_lr must be a finite number > 0, got 0.0"),
     (["--warm-start-steps", "-5"], "warm_start_steps must be an integer >= 0, got -5"),
+    (["--second-order", "backward"], "second_order must be one of reverse, forward, got 'backward'"),
     (["--methods", "learned,foo"], "unknown method 'foo'"),
     (["--methods", "td3"], "must include 'learned'"),
     (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer, got 0"),
@@ -199,3 +200,15 @@ def test_meta_validation_logs_selects_the_best_and_survives_a_kill(tmp_path):
     assert k["meta_test"]["learned_return"] == s["meta_test"]["learned_return"]
     for x, y in zip(jax_leaves(chosen), jax_leaves(load_params(killed / "objective"))):
         np.testing.assert_array_equal(x, y)
+
+
+def test_second_order_flag_reaches_the_config_and_config_json():
+    """--second-order sets MetaGradConfig.second_order, which config.json's "config" records like
+    the other meta-training fields (the preset's default without the flag)."""
+    from experiments.metagenrl import PRESETS
+    from metarl.algorithms.metagenrl.run import configure, parser
+
+    for argv, want in (([], PRESETS["smoke"].metagrad.second_order), (["--second-order", "forward"], "forward"),
+                       (["--second-order", "reverse"], "reverse")):
+        plan = configure(parser().parse_args(["--preset", "smoke", *argv]), PRESETS)
+        assert plan.algo.cfg.second_order == want and plan.config["config"]["second_order"] == want

@@ -19,6 +19,22 @@ L_alpha (``metarl.protocols.Objective``). One block of a meta-iteration, per age
 Then alpha takes one Adam step on the meta-gradients averaged over all agents. A meta-iteration is
 ``jax.lax.scan`` over K / steps_per_block blocks, compiled whole.
 
+How grad_alpha J is computed (``MetaGradConfig.second_order``; both give the same quantity, up
+to float rounding):
+  ``"reverse"``: reverse-over-reverse, ``jax.value_and_grad`` of J through the ``jax.grad`` of the
+     lookahead, as the original MetaGenRL code does with TF (it differentiates through its SGD step);
+  ``"forward"``: reverse-over-forward. The lookahead is plain SGD, so with
+     v = stop_gradient(grad_phi' J) at phi' the chain rule gives
+     grad_alpha J = -eta grad_alpha <grad_phi L_alpha(phi), v> = -eta grad_alpha [jvp of L_alpha in phi
+     along v], i.e. the reverse pass runs over a forward-mode (jvp) pass of L_alpha instead of over
+     its reverse pass (no transpose of the backward LSTM's backward loop).
+The default is "reverse": "forward" was measured to be slower, not faster (benchmarks/RESULTS.md,
+``inner_loop_overhead_metagenrl``, 2026-12-06, 2-core CPU under load, cpu preset on halfcheetah):
+the agent-step is 4.63x a standard TD3 agent-step with "forward" against 4.19x with "reverse"
+(forward / reverse 1.04-1.39 over 4 alternated rounds), and the meta-gradient alone takes 8.86 vs
+7.87 ms. Both compile to 4 loops over the LSTM's steps, and "forward" recomputes L_alpha's primal
+pass inside the jvp.
+
 Diagnostic (not in the original): ``alignment`` = cos(grad_phi L_alpha, grad_phi J(phi)) on the
 first half, i.e. whether a step on the learned objective moves the policy where the learner's own
 loss (TD3: DDPG's -Q1) would; 1 = the same direction, 0 = unrelated, -1 = against it. To first
@@ -40,6 +56,9 @@ from metarl.distributed import check_population, shard_population
 from metarl.protocols import Learner, Objective
 
 
+SECOND_ORDER = ("reverse", "forward")  # MetaGradConfig.second_order's choices
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaGradConfig:
     agents_per_env: int = 10
@@ -52,6 +71,10 @@ class MetaGradConfig:
     lookahead_step: float = 2.0
     meta_batch: int = 200            # samples for the meta-gradient (split in halves)
     warm_start_steps: int = 10_000
+    # how grad_alpha J is differentiated through the lookahead (module docstring): "reverse"
+    # (reverse-over-reverse, as the original; the default, measured faster on CPU) or "forward"
+    # (reverse-over-forward, the same quantity)
+    second_order: str = "reverse"
 
     def validate(self) -> "MetaGradConfig":
         require_positive(self, ("agents_per_env", "meta_iterations", "steps_per_iteration", "meta_batch"),
@@ -64,6 +87,8 @@ class MetaGradConfig:
             raise ValueError(f"lookahead_step must be a finite number >= 0, got {self.lookahead_step}")
         if self.meta_batch < 2 or self.meta_batch % 2:
             raise ValueError(f"meta_batch must be an even number >= 2, got {self.meta_batch}")
+        if self.second_order not in SECOND_ORDER:
+            raise ValueError(f"second_order must be one of {', '.join(SECOND_ORDER)}, got {self.second_order!r}")
         return self
 
 
@@ -100,6 +125,39 @@ def meta_objective(objective: Objective, learner: Learner, lookahead_step: float
         return (j, jax.lax.stop_gradient(g)) if with_policy_grad else j
 
     return J
+
+
+def meta_value_and_grad(objective: Objective, learner: Learner, lookahead_step: float,
+                        second_order: str = "reverse"):
+    """vg(alpha, phi, critic, batch of 2B) -> ((J, grad_phi L_alpha(phi; first B)), grad_alpha J):
+    J of ``meta_objective`` with its policy gradient, and its meta-gradient computed in the
+    ``second_order`` mode (module docstring): "reverse" = ``jax.value_and_grad`` of J,
+    "forward" = -eta grad_alpha of the jvp of L_alpha in phi along v = grad_phi' J (stopped)."""
+    if second_order not in SECOND_ORDER:
+        raise ValueError(f"second_order must be one of {', '.join(SECOND_ORDER)}, got {second_order!r}")
+    if second_order == "reverse":
+        return jax.value_and_grad(meta_objective(objective, learner, lookahead_step, with_policy_grad=True),
+                                  has_aux=True)
+    eta = lookahead_step
+
+    def vg(alpha, policy_params, critic_params, batch):
+        half = first_half(batch)
+
+        def lossf(a, p):
+            return objective.policy_loss(a, p, half, learner, critic_params=critic_params)
+
+        g = jax.grad(lossf, argnums=1)(alpha, policy_params)
+        phi2 = jax.tree_util.tree_map(lambda p, gi: p - eta * gi, policy_params, g)
+        j, v = jax.value_and_grad(learner.meta_loss)(phi2, critic_params, batch)
+        v = jax.lax.stop_gradient(v)
+
+        def directional(a):  # <grad_phi L_a(phi), v>, forward mode in phi
+            return jax.jvp(lambda p: lossf(a, p), (policy_params,), (v,))[1]
+
+        ga = jax.grad(directional)(alpha)
+        return (j, jax.lax.stop_gradient(g)), jax.tree_util.tree_map(lambda x: -eta * x, ga)
+
+    return vg
 
 
 def cosine(a, b) -> jax.Array:
@@ -183,8 +241,8 @@ class MetaTrainer:
         s = learner.interact_and_fit_critic(s)
         s, mbatch = learner.draw_batch(s, cfg.meta_batch)
         policy, critic = learner.policy_params(s), learner.critic_params(s)
-        J = meta_objective(self.objective, learner, cfg.lookahead_step, with_policy_grad=True)
-        (jval, g_obj), g = jax.value_and_grad(J, has_aux=True)(alpha, policy, critic, mbatch)
+        vg = meta_value_and_grad(self.objective, learner, cfg.lookahead_step, cfg.second_order)
+        (jval, g_obj), g = vg(alpha, policy, critic, mbatch)
         g, _ = self.clip.update(g, self.clip.init(g))
         w = self.warm_weight(learner.env_steps(s)) if w is None else w
         g_own = jax.grad(learner.meta_loss)(policy, critic, first_half(mbatch))

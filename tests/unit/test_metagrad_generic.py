@@ -2,12 +2,15 @@
 (metarl.protocols): on a linear-quadratic toy with a known critic it meta-learns a parametric loss
 in the right direction, and the check fails for a learner that never updates its policy."""
 import ast
+import dataclasses
 import inspect
 from types import SimpleNamespace
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import struct
 
 from metarl.outer import metagrad
@@ -163,3 +166,115 @@ def test_metagenrl_pieces_satisfy_the_protocols_and_the_outer_loop_names_none_of
             imported += [a.name for a in node.names]
     bad = [n for n in imported if "td3" in n.lower() or "metagenrl" in n.lower()]
     assert not bad, bad
+
+
+# ---- the two second-order modes (MetaGradConfig.second_order) -------------------------------------
+
+def _assert_trees_close(a, b, rtol=1e-4):
+    """Leafwise allclose at rtol, atol = rtol x the tree's largest magnitude (float32 sums)."""
+    fa, fb = (np.asarray(jax.flatten_util.ravel_pytree(t)[0]) for t in (a, b))
+    scale = np.abs(fa).max()
+    assert scale > 0
+    np.testing.assert_allclose(fa, fb, rtol=rtol, atol=rtol * scale)
+
+
+def _metagenrl_setup(key, B=4, T=6, obs=3, act=2):
+    """A small TD3 learner, the backward-LSTM objective and a 2B x T replay batch with an episode
+    end, a terminal and masked steps."""
+    from metarl.inner.td3 import TD3Agent, TD3Config
+    from metarl.objectives.backward_lstm import BackwardLSTMObjective, MetaGenRLObjective, init_objective
+
+    agent = TD3Agent(SimpleNamespace(observation_size=obs, action_size=act), TD3Config(hidden=(16,)))
+    objective = BackwardLSTMObjective(MetaGenRLObjective(lstm_features=8, hidden=8))
+    k = jax.random.split(key, 8)
+    pol = agent.policy_net.init(k[0], jnp.zeros(obs))
+    cri = agent.critic_net.init(k[1], jnp.zeros(obs), jnp.zeros(act))
+    alpha = init_objective(k[2], objective.module)
+    n = 2 * B
+    batch = {"obs": jax.random.normal(k[3], (n, T, obs)), "next_obs": jax.random.normal(k[4], (n, T, obs)),
+             "action": jax.random.uniform(k[5], (n, T, act), minval=-1, maxval=1),
+             "reward": jax.random.normal(k[6], (n, T)),
+             "done": jnp.zeros((n, T)).at[:, 3].set(1.0), "terminal": jnp.zeros((n, T)).at[0, 3].set(1.0),
+             "mask": jnp.ones((n, T)).at[1, 4:].set(0.0).at[B + 1, 5].set(0.0)}
+    return agent, objective, alpha, pol, cri, batch
+
+
+def test_forward_and_reverse_second_order_give_the_same_meta_gradient():
+    """reverse-over-forward (jvp of L_alpha along v = grad J at phi') and reverse-over-reverse agree
+    on J, on the policy's gradient grad_phi L_alpha and on grad_alpha J (float32): on a small
+    MetaGenRL setup (TD3 learner, backward-LSTM objective) and on the toy."""
+    agent, objective, alpha, pol, cri, batch = _metagenrl_setup(jax.random.PRNGKey(0))
+    out = {m: jax.jit(metagrad.meta_value_and_grad(objective, agent, 0.5, m))(alpha, pol, cri, batch)
+           for m in metagrad.SECOND_ORDER}
+    (j_r, gpol_r), ga_r = out["reverse"]
+    (j_f, gpol_f), ga_f = out["forward"]
+    np.testing.assert_allclose(float(j_f), float(j_r), rtol=1e-6)
+    _assert_trees_close(gpol_f, gpol_r, rtol=1e-6)
+    _assert_trees_close(ga_f, ga_r, rtol=1e-4)
+
+    learner = ToyLearner(A1)
+    s = learner.init(jax.random.PRNGKey(1), None)
+    s = s.replace(policy={"W": jnp.array([[0.3, -0.2], [0.1, 0.4]])})
+    _, b = learner.draw_batch(s, 16)
+    toy = {m: metagrad.meta_value_and_grad(ScaledRegression(), learner, 0.05, m)(
+        {"w": jnp.asarray(0.7)}, s.policy, s.critic, b) for m in metagrad.SECOND_ORDER}
+    np.testing.assert_allclose(float(toy["forward"][1]["w"]), float(toy["reverse"][1]["w"]), rtol=1e-5)
+    assert abs(float(toy["reverse"][1]["w"])) > 1e-3
+
+
+def test_a_meta_iteration_moves_alpha_alike_in_both_modes():
+    """One whole meta-iteration on the toy (2 env groups x 2 agents, 10 blocks, each an Adam step
+    on alpha, policy steps on L_w in between): alpha, the meta-loss and the alignment after it
+    agree across the two modes."""
+    res = {}
+    for mode in metagrad.SECOND_ORDER:
+        cfg = dataclasses.replace(CFG, second_order=mode)
+        trainer = MetaTrainer([ToyLearner(A1), ToyLearner(A2)], ScaledRegression(), cfg)
+        ms, m = jax.jit(trainer.iteration)(trainer.init(jax.random.PRNGKey(0)))
+        res[mode] = (float(ms.alpha["w"]), jax.device_get(m))
+    (w_r, m_r), (w_f, m_f) = res["reverse"], res["forward"]
+    assert w_r > -0.1 + 5 * CFG.meta_lr, w_r  # 10 Adam steps of about meta_lr each, upward
+    np.testing.assert_allclose(w_f, w_r, rtol=1e-5)
+    for k in ("meta_loss", "alignment", "return"):
+        np.testing.assert_allclose(m_f[k], m_r[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_metagenrl_meta_iteration_moves_alpha_alike_in_both_modes():
+    """One whole MetaGenRL meta-iteration (TD3 learners on goal_point, 2 agents, 8 blocks, each an
+    Adam step on alpha): the objective after it, the meta-loss and the alignment agree across
+    the two modes."""
+    from metarl import envs
+    from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig, make_trainer
+    from metarl.inner.td3 import TD3Config
+
+    base = MetaGenRLConfig(td3=TD3Config(hidden=(16,), random_steps=4, replay_size=64, batch_size=2, seq_len=4),
+                           agents_per_env=2, steps_per_iteration=16, meta_batch=4, warm_start_steps=8,
+                           lookahead_step=0.5, lstm_features=8, objective_hidden=8)
+    env = envs.make("goal_point")
+    res = {}
+    for mode in metagrad.SECOND_ORDER:
+        trainer = make_trainer([env], dataclasses.replace(base, second_order=mode))
+        ms = trainer.init(jax.random.PRNGKey(0))
+        a0 = ms.alpha
+        ms, m = jax.jit(trainer.iteration)(ms)
+        res[mode] = (a0, ms.alpha, jax.device_get(m))
+    a0, a_r, m_r = res["reverse"]
+    _, a_f, m_f = res["forward"]
+    delta = lambda a: jax.tree_util.tree_map(lambda x, y: x - y, a, a0)
+    assert np.abs(np.asarray(jax.flatten_util.ravel_pytree(delta(a_r))[0])).max() > 1e-5  # alpha moved
+    _assert_trees_close(a_f, a_r, rtol=1e-5)
+    _assert_trees_close(delta(a_f), delta(a_r), rtol=1e-3)  # Adam's steps: sign(g) ~ lr, alike
+    np.testing.assert_allclose(m_f["meta_loss"], m_r["meta_loss"], rtol=1e-4)
+    np.testing.assert_allclose(m_f["alignment"], m_r["alignment"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_bad_second_order_mode_is_refused_in_one_line():
+    for bad in ("backward", "", "Forward"):
+        with pytest.raises(ValueError) as e:
+            MetaGradConfig(second_order=bad).validate()
+        msg = str(e.value)
+        assert "\n" not in msg and repr(bad) in msg and "reverse, forward" in msg, msg
+        with pytest.raises(ValueError, match="reverse, forward"):
+            metagrad.meta_value_and_grad(ScaledRegression(), ToyLearner(A1), 0.1, bad)
+    assert MetaGradConfig().validate().second_order in metagrad.SECOND_ORDER

@@ -27,7 +27,8 @@ from metarl.runs.run_dir import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
 # flags of one outer loop only: given with the other, they are refused (exit 2)
-METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step", "meta_lr", "warm_start_steps")
+METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step", "meta_lr", "warm_start_steps",
+                 "second_order")
 ES_ONLY = ("population", "generations")
 
 
@@ -72,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lookahead-step", type=float, default=None,
                     help="eta of the lookahead phi' = phi - eta grad L_alpha on the mean (the original's "
                          "lr 1e-3 on its 100 x 20 sum is 2.0)")
+    # no argparse choices: MetaGradConfig.validate refuses a bad value (one line, exit 2)
+    ap.add_argument("--second-order", default=None, metavar="{reverse,forward}",
+                    help="how the meta-gradient differentiates through the lookahead: reverse "
+                         "(reverse-over-reverse, as the original) or forward (reverse-over-forward, "
+                         "the same quantity; metarl/outer/metagrad.py)")
     ap.add_argument("--meta-lr", type=float, default=None, help="Adam learning rate of alpha (original: 1e-3)")
     ap.add_argument("--warm-start-steps", type=int, default=None,
                     help="env steps over which each agent's policy loss blends from DDPG's -Q1 to L_alpha "
