@@ -45,8 +45,10 @@ TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
 TERMS = ("alpha", "ddpg", "reinforce")
 METHOD_TERM = {"learned": "alpha", "initial_loss": "alpha", "td3": "ddpg", "reinforce": "reinforce"}
 # One compiled program per group (vmapped over method x seed), each with only its methods' terms:
-# L_alpha's (its backward LSTM is the harness's most expensive part) only where a method trains by it,
-# so the baselines no longer run it under vmap with weight 0. ((TD3_HARNESS,): the former single program.)
+# L_alpha (its backward LSTM) only where a method trains by it, so the baselines no longer run it
+# under vmap with weight 0. On the cpu preset's hopper meta-test this takes 0.70-0.76 of the single
+# program's run time, for one more compile (RESULTS.md "metagenrl_meta_test_split").
+# ((TD3_HARNESS,): the former single program.)
 HARNESS_GROUPS = (("learned", "initial_loss"), ("td3", "reinforce"))
 
 
@@ -95,7 +97,8 @@ def harness_policy_loss(objective: Objective, sigma: float, terms: Sequence[str]
 
 def harness_groups(methods: Sequence[str], groups: Sequence[Sequence[str]] = HARNESS_GROUPS) -> list[tuple]:
     """The TD3-harness programs a meta-test of ``methods`` builds: ``groups`` restricted to
-    ``methods`` (their order), empty ones dropped. A TD3-harness method in no group is an error."""
+    ``methods`` (their order), empty ones dropped. A TD3-harness method of ``methods`` in no
+    group, or in two, is an error."""
     harness = [m for m in methods if m in TD3_HARNESS]
     grouped = [m for g in groups for m in g]
     missing = [m for m in harness if grouped.count(m) != 1]
