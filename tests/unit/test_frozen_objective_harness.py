@@ -3,8 +3,10 @@
 weight gives TD3's own policy update, and a zero objective never moves the policy."""
 import chex
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from metarl import envs
 from metarl.baselines.reinforce import reinforce_loss
@@ -99,3 +101,64 @@ def test_zero_learned_objective_never_moves_the_policy_and_shapes():
     critic_moved = max(float(jnp.abs(a - b).max()) for a, b in
                        zip(jax.tree_util.tree_leaves(state.critic), jax.tree_util.tree_leaves(s0.critic)))
     assert critic_moved > 1e-3
+
+
+
+def test_split_harness_programs_give_the_combined_programs_results():
+    """The meta-test's split TD3-harness programs (HARNESS_GROUPS: learned + initial_loss on L_alpha
+    alone, td3 + reinforce without it) against the former single program over all four methods
+    (every agent computing all three terms, weighted), on the same keys and tasks: the same policies
+    and returns per method. The math is the same (a weight-0 term adds exactly 0 to the gradient),
+    but the loss is a different XLA graph, so float32 rounding differs in the last bits: measured
+    here, the learned agents' policy parameters differ by 2e-8 after 1 policy update and 2e-6 after
+    10, while the L_alpha-only programs agree bit for bit among themselves whatever their batch
+    (learned alone, with initial_loss, either order). Adam then amplifies the drift where a
+    gradient is near 0 (1e-2 after 60 updates, returns 3-50% apart on one agent), as any change of
+    XLA graph would, so the comparison stops at 12 policy updates: parameters within atol 2e-5
+    (10x the drift measured at 10 updates) and returns within rtol 1e-4. A method trained by the
+    wrong term or weight moves its parameters by ~1e-3 per update (Adam, lr 1e-3): 50x more after
+    the first update alone."""
+    from metarl.algorithms.metagenrl.meta_test import (HARNESS_GROUPS, TD3_HARNESS, MetaTestConfig,
+                                                       MetaTestSizes, harness_program)
+
+    env, cfg, objective = _setup()
+    agent = TD3Agent(env, cfg)
+    learned = objective.init(jax.random.PRNGKey(2), agent.obs_size, agent.act_size)
+    initial = objective.init(jax.random.PRNGKey(3), agent.obs_size, agent.act_size)
+    n = 3
+    config = MetaTestConfig(td3=cfg, sizes=MetaTestSizes(total_steps=24, num_chunks=2, num_seeds=n, eval_envs=2))
+    keys = jax.random.split(jax.random.PRNGKey(1000), n)
+    tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), "test"))(keys)
+    out = {}
+    for name, groups in {"combined": (TD3_HARNESS,), "split": HARNESS_GROUPS}.items():
+        out[name] = {}
+        for g in groups:
+            fn, args = harness_program(env, config, objective, g, learned, initial, keys, tasks)
+            state, m = jax.jit(fn)(*args)
+            for i, meth in enumerate(g):
+                out[name][meth] = jax.tree_util.tree_map(lambda x: np.asarray(x[i * n:(i + 1) * n]),
+                                                         {**m, "policy": state.policy, "step": state.step})
+    old, new = out["combined"], out["split"]
+    assert sorted(old) == sorted(new) == sorted(TD3_HARNESS)
+    for meth in TD3_HARNESS:
+        chex.assert_trees_all_equal_shapes_and_dtypes(new[meth], old[meth])
+        np.testing.assert_array_equal(new[meth]["env_steps"], old[meth]["env_steps"])
+        np.testing.assert_array_equal(new[meth]["step"], [24] * n)
+        _close(new[meth]["policy"], old[meth]["policy"], rtol=0.0, atol=2e-5)
+        for k in ("eval_return", "episode_return"):
+            np.testing.assert_allclose(new[meth][k], old[meth][k], rtol=1e-4, atol=1e-5, equal_nan=True,
+                                       err_msg=f"{meth} {k}")
+    # the four methods trained differently, so the comparison above tells them apart
+    pol = [jax.flatten_util.ravel_pytree(old[m]["policy"])[0] for m in TD3_HARNESS]
+    assert min(float(jnp.abs(pol[i] - pol[j]).max()) for i in range(4) for j in range(i + 1, 4)) > 1e-3
+
+
+def test_a_run_of_one_group_builds_one_program():
+    """harness_groups: the programs meta_test builds (one per non-empty group, methods in their order)."""
+    from metarl.algorithms.metagenrl.meta_test import harness_groups
+
+    assert harness_groups(("learned", "initial_loss")) == [("learned", "initial_loss")]
+    assert harness_groups(("td3", "learned", "ppo")) == [("learned",), ("td3",)]
+    assert harness_groups(("ppo",)) == []
+    with pytest.raises(ValueError, match="exactly one harness group"):
+        harness_groups(("learned", "td3"), groups=(("learned",),))

@@ -41,6 +41,15 @@ from metarl.protocols import Objective
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo")
 FLOORS = ("no_update", "zero_action")  # do-nothing baselines, reported for every env
 TD3_HARNESS = ("learned", "initial_loss", "td3", "reinforce")
+# The harness's policy-loss terms (harness_policy_loss) and the one each TD3-harness method trains by.
+TERMS = ("alpha", "ddpg", "reinforce")
+METHOD_TERM = {"learned": "alpha", "initial_loss": "alpha", "td3": "ddpg", "reinforce": "reinforce"}
+# One compiled program per group (vmapped over method x seed), each with only its methods' terms:
+# L_alpha (its backward LSTM) only where a method trains by it, so the baselines no longer run it
+# under vmap with weight 0. On the cpu preset's hopper meta-test this takes 0.70-0.76 of the single
+# program's run time, for one more compile (RESULTS.md "metagenrl_meta_test_split").
+# ((TD3_HARNESS,): the former single program.)
+HARNESS_GROUPS = (("learned", "initial_loss"), ("td3", "reinforce"))
 
 
 def _prefix(d: dict) -> dict:
@@ -57,25 +66,47 @@ def _summ(metrics: dict) -> dict:
                          forward=None if fwd is None else np.asarray(fwd, dtype=np.float64))
 
 
-def harness_policy_loss(objective: Objective, sigma: float):
+def harness_policy_loss(objective: Objective, sigma: float, terms: Sequence[str] = TERMS):
     """The frozen-objective harness's policy loss (a ``policy_loss`` factory for
-    ``metarl.inner.frozen_objective.make_train``), a weighted mix whose params {'w': (3,), 'alpha'}
-    select L_alpha, DDPG or REINFORCE: loss = w0 L_alpha + w1 (-Q1) + w2 REINFORCE. One compiled
-    program then trains every method of the harness side by side (vmap over method x seed), which
-    saves a compile per method."""
+    ``metarl.inner.frozen_objective.make_train``), a weighted mix of ``terms`` (names from TERMS:
+    L_alpha, DDPG's -Q1, REINFORCE) with params {'w': (len(terms),), 'alpha' (if 'alpha' in terms)}:
+    loss = sum_i w_i term_i, in ``terms``' order (all three: w0 L_alpha + w1 (-Q1) + w2 REINFORCE).
+    One compiled program then trains several methods side by side (vmap over method x seed), which
+    saves a compile per method; a term not in ``terms`` is not computed at all."""
+    bad = [t for t in terms if t not in TERMS]
+    if bad or not terms:
+        raise ValueError(f"harness terms must be names from {TERMS}, got {tuple(terms)}")
 
     def factory(agent):
-        rf = reinforce_loss(sigma)(agent)
+        rf = reinforce_loss(sigma)(agent) if "reinforce" in terms else None
+        fns = {"alpha": lambda p, pol, cri, b: objective.policy_loss(p["alpha"], pol, b, agent, critic_params=cri),
+               "ddpg": lambda p, pol, cri, b: agent.ddpg_loss(pol, cri, b),
+               "reinforce": lambda p, pol, cri, b: rf(None, pol, cri, b)}
 
         def loss(p, pol, cri, batch):
             w = p["w"]
-            return (w[0] * objective.policy_loss(p["alpha"], pol, batch, agent, critic_params=cri)
-                    + w[1] * agent.ddpg_loss(pol, cri, batch)
-                    + w[2] * rf(None, pol, cri, batch))
+            total = w[0] * fns[terms[0]](p, pol, cri, batch)
+            for i, t in enumerate(terms[1:], start=1):
+                total = total + w[i] * fns[t](p, pol, cri, batch)
+            return total
 
         return loss
 
     return factory
+
+
+def harness_groups(methods: Sequence[str], groups: Sequence[Sequence[str]] = HARNESS_GROUPS) -> list[tuple]:
+    """The TD3-harness programs a meta-test of ``methods`` builds: ``groups`` restricted to
+    ``methods`` (their order), empty ones dropped. A TD3-harness method of ``methods`` in no
+    group, or in two, is an error."""
+    harness = [m for m in methods if m in TD3_HARNESS]
+    grouped = [m for g in groups for m in g]
+    missing = [m for m in harness if grouped.count(m) != 1]
+    if missing:
+        raise ValueError(f"TD3-harness methods {missing} must each be in exactly one harness group, "
+                         f"got {tuple(map(tuple, groups))}")
+    out = [tuple(m for m in harness if m in g) for g in groups]
+    return [g for g in out if g]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,24 +165,44 @@ def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forwar
     return run
 
 
+def harness_program(env: TaskFamily, config: MetaTestConfig, objective: Objective, group: Sequence[str],
+                    learned_alpha, initial_alpha, keys, tasks, forward: str | None = None):
+    """(fn, args): one TD3-harness program for the methods ``group`` (len M), ``fn(*args) ->
+    (states, metrics)`` over M x num_seeds agents, method-major (agent i * num_seeds + j: method i,
+    seed j, key ``keys[j]``, task ``tasks[j]``), each trained by its METHOD_TERM; the loss holds only
+    the terms ``group`` uses (in TERMS' order). ``jax.jit(fn)(*args)`` runs it."""
+    terms = tuple(t for t in TERMS if any(METHOD_TERM[m] == t for m in group))
+    sz, td3_config = config.sizes, config.td3
+    train = frozen_objective.make_train(env, td3_config, sz.total_steps, sz.num_chunks,
+                                        harness_policy_loss(objective, td3_config.expl_noise, terms),
+                                        eval_envs=sz.eval_envs, forward=forward)
+    n, M = sz.num_seeds, len(group)
+    rep = lambda *xs: jnp.repeat(jnp.stack(xs), n, axis=0)  # noqa: E731
+    params = {"w": rep(*[jnp.array([float(METHOD_TERM[m] == t) for t in terms]) for m in group])}
+    if "alpha" in terms:  # methods not trained by L_alpha carry the learned one at weight 0
+        alphas = {"initial_loss": initial_alpha}
+        params["alpha"] = jax.tree_util.tree_map(rep, *[alphas.get(m, learned_alpha) for m in group])
+    tile = lambda x: jnp.tile(x, (M,) + (1,) * (x.ndim - 1))  # noqa: E731
+    return jax.vmap(train), (tile(keys), jax.tree_util.tree_map(tile, tasks), params)
+
+
 def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
               config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print,
-              backends: dict | None = None) -> dict:
+              backends: dict | None = None, groups: Sequence[Sequence[str]] = HARNESS_GROUPS) -> dict:
     """Trains ``config.sizes.num_seeds`` fresh agents per (env, method) on tasks of
     ``config.split``; every method sees the same seeds and tasks. Returns {env: {method: entry}}
     (metarl.runs.meta_test_schema's schema) for the methods and the FLOORS (return(s): the deployed policy
     after ``total_steps`` env steps; forward_return(s) on locomotion bodies; curve: training-episode
     returns per chunk, for the methods). ``backends``: {env: brax backend}; envs not in it use the
-    registry's default."""
+    registry's default. ``groups``: the TD3-harness methods' compiled programs (``harness_groups``;
+    one per non-empty group, each logged with its time)."""
     config.validate()
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
     td3_config, sz = config.td3, config.sizes
     num_seeds, eval_envs = sz.num_seeds, sz.eval_envs
-    weights = {"learned": (1.0, 0.0, 0.0), "initial_loss": (1.0, 0.0, 0.0), "td3": (0.0, 1.0, 0.0),
-               "reinforce": (0.0, 0.0, 1.0)}
-    alphas = {"initial_loss": initial_alpha}
+    harness_groups(methods, groups)  # refuses bad groups before anything is trained
     out = {}
     for name in env_names:
         env = envs_lib.make(name, backend=(backends or {}).get(name))
@@ -175,27 +226,21 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
         for f in FLOORS:
             res[f] = _summ(fl[f])
         log(f"meta-test {name}: do-nothing floors [{time.time() - t0:.0f}s]")
-        harness = [m for m in methods if m in TD3_HARNESS]
-        if harness:
+        for group in harness_groups(methods, groups):
             t0 = time.time()
-            train = frozen_objective.make_train(env, td3_config, sz.total_steps, sz.num_chunks,
-                                                harness_policy_loss(objective, td3_config.expl_noise),
-                                                eval_envs=eval_envs, forward=fwd)
-            M = len(harness)
-            params = {"w": jnp.repeat(jnp.array([weights[m] for m in harness]), num_seeds, axis=0),
-                      "alpha": jax.tree_util.tree_map(
-                          lambda *xs: jnp.repeat(jnp.stack(xs), num_seeds, axis=0),
-                          *[alphas.get(m, learned_alpha) for m in harness])}
-            tile = lambda x: jnp.tile(x, (M,) + (1,) * (x.ndim - 1))
-            _, metrics = jax.jit(jax.vmap(train))(tile(keys), jax.tree_util.tree_map(tile, tasks), params)
-            for i, m in enumerate(harness):
+            fn, args = harness_program(env, config, objective, group, learned_alpha, initial_alpha,
+                                       keys, tasks, fwd)
+            _, metrics = jax.jit(fn)(*args)
+            for i, m in enumerate(group):
                 res[m] = _summ(jax.tree_util.tree_map(lambda x: x[i * num_seeds:(i + 1) * num_seeds], metrics))
-            log(f"meta-test {name}: TD3 harness ({', '.join(harness)}) [{time.time() - t0:.0f}s]")
+            log(f"meta-test {name}: TD3 harness ({', '.join(group)}) [{time.time() - t0:.0f}s]")
         if "ppo" in methods:
             t0 = time.time()
             metrics = jax.jit(jax.vmap(_ppo_program(env, config.ppo_config, eval_envs, fwd)))(keys, tasks)
             res["ppo"] = _summ(metrics)
             log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
+        # the floors, then the methods in ``methods``' order with PPO last, whatever the groups
+        res = {m: res[m] for m in [*FLOORS, *(m for m in methods if m != "ppo"), *(["ppo"] if "ppo" in methods else [])]}
         for m in [*methods, *FLOORS]:
             fwd_txt = (f", forward {res[m]['forward_return']:.2f}" if "forward_return" in res[m] else "")
             log(f"meta-test {name} {m:>12s}: eval return {res[m]['return']:.2f}{fwd_txt} "
