@@ -87,7 +87,6 @@ def es_mlp(env, gain, log_std, tasks, keys, eval_envs, generations, population, 
     params = es.default_params
     key = jax.random.PRNGKey(seed + 1)
     state = es.init(key, flat, params)
-    n = tasks["goal"].shape[0]
 
     @jax.jit
     def generation(state, key):
@@ -103,8 +102,7 @@ def es_mlp(env, gain, log_std, tasks, keys, eval_envs, generations, population, 
         key, k = jax.random.split(key)
         state, _ = generation(state, k)
     mean_params = unravel(es.get_mean(state))
-    score = noisy_oracle_returns(env, mean_params, gain, log_std, tasks, keys, eval_envs)
-    return float(score.mean()), n
+    return float(noisy_oracle_returns(env, mean_params, gain, log_std, tasks, keys, eval_envs).mean())
 
 
 def push_log_std(coefs=(0.0, 1.0, 10.0, 100.0), agents=64, seed=2):
@@ -163,7 +161,7 @@ def main(argv=None):
         g, scores = best_gain(env, ls, tasks, keys, lc.eval_envs)
         mlp = float("nan")
         if args.generations:
-            mlp, _ = es_mlp(env, g, ls, tasks, keys, lc.eval_envs, args.generations, args.population, seed=0)
+            mlp = es_mlp(env, g, ls, tasks, keys, lc.eval_envs, args.generations, args.population, seed=0)
         best = max(scores[g], mlp) if not math.isnan(mlp) else scores[g]
         note = "start" if ls == lc.init_log_std else ("Adam bound" if abs(ls - reach) < 1e-3 else "")
         rows.append([f"{ls:g}", f"{math.exp(ls):.3f}", note, f"{g:g}", f"{scores[g]:.2f}",

@@ -28,8 +28,9 @@ PRESETS = {
     # z-scored per task, sigma 0.5, ES lr 0.2, fitness = mean return over the lifetime's last quarter.
     # Tuned on seeds 0-1 (seed 2, run after the choice: +3.39); fresh seeds 3-5: learned - initial
     # +0.86 on the mean (the residual conv objective at the former settings: -0.57), of at most +1.73
-    # that any objective can reach under sampled actions (RESULTS.md "epg_point_ceiling"). The paper's pure form is one flag away (--objective pure
-    # --population 16 --tasks-per-member 2 --sigma 0.01 --es-lr 0.01 --fitness final --task-shaping none).
+    # that any objective can reach under sampled actions (RESULTS.md "epg_point_ceiling"). The paper's
+    # pure form is one flag away (--objective pure --population 16 --tasks-per-member 2 --sigma 0.01
+    # --es-lr 0.01 --fitness final --task-shaping none).
     "cpu": Preset(EPGConfig(LifetimeConfig(lifetime_steps=8192, eval_envs=3, gamma=0.9,
                                            init_log_std=-1.0, max_grad_norm=0.5),
                             ESConfig(population_size=32, generations=30, sigma=0.5, learning_rate=0.2,

@@ -139,6 +139,7 @@ def meta_value_and_grad(objective: Objective, learner: Learner, lookahead_step: 
         return jax.value_and_grad(meta_objective(objective, learner, lookahead_step, with_policy_grad=True),
                                   has_aux=True)
     eta = lookahead_step
+    step = lookahead(objective, learner, eta)
 
     def vg(alpha, policy_params, critic_params, batch):
         half = first_half(batch)
@@ -146,8 +147,7 @@ def meta_value_and_grad(objective: Objective, learner: Learner, lookahead_step: 
         def lossf(a, p):
             return objective.policy_loss(a, p, half, learner, critic_params=critic_params)
 
-        g = jax.grad(lossf, argnums=1)(alpha, policy_params)
-        phi2 = jax.tree_util.tree_map(lambda p, gi: p - eta * gi, policy_params, g)
+        phi2, g = step(alpha, policy_params, critic_params, half)
         j, v = jax.value_and_grad(learner.meta_loss)(phi2, critic_params, batch)
         v = jax.lax.stop_gradient(v)
 
