@@ -6,7 +6,7 @@ python -m experiments.metagenrl --preset {smoke,cpu,paper} [--run-dir D] [--seed
        [--methods learned,initial_loss,td3,reinforce,ppo] [--checkpoint-every C] [--overwrite]
        [--outer {metagrad,es}] [--population P] [--generations G]
        [--val-every K] [--val-agents N] [--val-lifetime-steps L] [--select {best,last}]
-       [--backend env=backend[,env=backend...]]
+       [--backend env=backend[,env=backend...]] [--meta-test-schedule {overlap,after}]
 python -m experiments.metagenrl --resume --run-dir D        # continue a killed run
 
 ``--outer metagrad`` (the default) is MetaGenRL's second-order meta-gradient loop. ``--outer es`` is a
@@ -24,6 +24,12 @@ with the current objective frozen (the same agents every time), logged as ``meta
 ``--select best`` (the default when validation is on), is the meta-test's ``learned`` and objective/'s.
 ``--val-every 0`` turns it off (``smoke``'s default); summary.json's ``meta_validation`` names the
 selected iteration and its meta_val_return.
+
+The meta-test's methods that do not read the learned objective (the floors, the initial objective,
+TD3, REINFORCE, PPO) train from the start of the run on a second thread, beside meta-training
+(``--meta-test-schedule overlap``, the default on one process: on 2 CPU cores meta-training has one
+core and they the other); ``after`` trains them once meta-training ends. The same programs, keys and
+tasks either way, so the numbers do not change (metarl/algorithms/metagenrl/meta_test.py, MetaTest).
 
 Writes <run-dir>/config.json, metrics.jsonl, tb/ (tensorboard), checkpoints/ (orbax: the whole
 population state, replay buffers included, plus alpha, its optimiser, RNG and history), objective/

@@ -126,6 +126,9 @@ def test_sigkill_after_checkpoint_then_resume_matches_uninterrupted_run(tmp_path
     assert _history(killed) == _history(full)  # bit-identical on CPU, replay buffers included
     a, b = (json.loads((d / "summary.json").read_text()) for d in (full, killed))
     assert a["meta_test"]["learned_return"] == b["meta_test"]["learned_return"]
+    # the baselines trained beside meta-training (the default schedule), again after the kill
+    assert a["meta_test_schedule"] == b["meta_test_schedule"] == "overlap"
+    assert a["meta_test"]["per_env"] == b["meta_test"]["per_env"]
     assert b["devices"]["processes"] == 1 and b["devices"]["devices"] >= 1
     obj_full, obj_killed = load_params(full / "objective"), load_params(killed / "objective")
     for x, y in zip(*(jax_leaves(o) for o in (obj_full, obj_killed))):

@@ -157,8 +157,63 @@ def test_a_run_of_one_group_builds_one_program():
     """harness_groups: the programs meta_test builds (one per non-empty group, methods in their order)."""
     from metarl.algorithms.metagenrl.meta_test import harness_groups
 
-    assert harness_groups(("learned", "initial_loss")) == [("learned", "initial_loss")]
+    assert harness_groups(("learned", "initial_loss")) == [("learned",), ("initial_loss",)]
+    assert harness_groups(("learned", "initial_loss"), groups=(("learned", "initial_loss"),)) == [
+        ("learned", "initial_loss")]
     assert harness_groups(("td3", "learned", "ppo")) == [("learned",), ("td3",)]
     assert harness_groups(("ppo",)) == []
     with pytest.raises(ValueError, match="exactly one harness group"):
         harness_groups(("learned", "td3"), groups=(("learned",),))
+
+
+def _meta_test_setup():
+    from metarl.algorithms.metagenrl.meta_test import MetaTestConfig, MetaTestSizes
+
+    env, cfg, objective = _setup()
+    agent = TD3Agent(env, cfg)
+    learned = objective.init(jax.random.PRNGKey(2), agent.obs_size, agent.act_size)
+    initial = objective.init(jax.random.PRNGKey(3), agent.obs_size, agent.act_size)
+    config = MetaTestConfig(td3=cfg, sizes=MetaTestSizes(total_steps=48, num_chunks=2, num_seeds=2, eval_envs=2))
+    return objective, learned, initial, config
+
+
+def test_meta_test_baselines_on_a_background_thread_give_the_same_numbers_and_share_one_compile():
+    """MetaTest: the baselines (floors, initial_loss, td3 + reinforce) trained on a background thread
+    while the caller is busy, then learned, give exactly the numbers of the all-in-sequence
+    ``meta_test``; learned and initial_loss run one compiled program (2 compiles for 3 harness
+    groups) yet each on its own alpha (learned on alpha_0 equals initial_loss to the bit)."""
+    from metarl.algorithms.metagenrl.meta_test import MetaTest, meta_test
+
+    objective, learned, initial, config = _meta_test_setup()
+    methods = ("learned", "initial_loss", "td3", "reinforce")
+    logs = []
+    inline = meta_test(["goal_point"], learned, initial, objective, config, seed=0, methods=methods,
+                       log=logs.append)["goal_point"]
+    mt = MetaTest(["goal_point"], initial, objective, config, seed=0, methods=methods, log=logs.append)
+    mt.start(background=True)
+    assert mt.background
+    overlap = mt.finish(learned)["goal_point"]
+    assert len(mt._programs) == 2  # (L_alpha, 1 method) shared by learned and initial_loss; (td3, reinforce)
+    assert list(overlap) == list(inline) == ["no_update", "zero_action", *methods]
+    for m in inline:
+        assert overlap[m].keys() == inline[m].keys()
+        np.testing.assert_equal(overlap[m], inline[m], err_msg=m)  # NaN == NaN here
+    assert not np.array_equal(overlap["learned"]["returns"], overlap["initial_loss"]["returns"])
+    same = MetaTest(["goal_point"], initial, objective, config, seed=0, methods=("learned", "initial_loss"),
+                    log=logs.append).finish(initial)["goal_point"]
+    np.testing.assert_array_equal(same["learned"]["returns"], same["initial_loss"]["returns"])
+
+
+def test_an_error_on_the_background_thread_is_raised_by_finish():
+    from metarl.algorithms.metagenrl.meta_test import MetaTest
+
+    objective, learned, initial, config = _meta_test_setup()
+    mt = MetaTest(["goal_point"], initial, objective, config, seed=0, methods=("learned", "td3"), log=lambda *_: None)
+
+    def broken(name):
+        raise RuntimeError(f"floors of {name} broke")
+
+    mt._floors = broken
+    mt.start(background=True)
+    with pytest.raises(RuntimeError, match="floors of goal_point broke"):
+        mt.finish(learned)

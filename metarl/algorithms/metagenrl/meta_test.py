@@ -18,7 +18,9 @@ All of it is ``metarl.evaluation``'s.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import threading
 import time
 from typing import Sequence
 
@@ -49,7 +51,9 @@ METHOD_TERM = {"learned": "alpha", "initial_loss": "alpha", "td3": "ddpg", "rein
 # under vmap with weight 0. On the cpu preset's hopper meta-test this takes 0.70-0.76 of the single
 # program's run time, for one more compile (RESULTS.md "metagenrl_meta_test_split").
 # ((TD3_HARNESS,): the former single program.)
-HARNESS_GROUPS = (("learned", "initial_loss"), ("td3", "reinforce"))
+# learned and initial_loss are two groups of one program (MetaTest: one compile, each run on its own
+# alpha), so that initial_loss can train before the learned objective exists.
+HARNESS_GROUPS = (("learned",), ("initial_loss",), ("td3", "reinforce"))
 
 
 def _prefix(d: dict) -> dict:
@@ -186,30 +190,92 @@ def harness_program(env: TaskFamily, config: MetaTestConfig, objective: Objectiv
     return jax.vmap(train), (tile(keys), jax.tree_util.tree_map(tile, tasks), params)
 
 
-def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
-              config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print,
-              backends: dict | None = None, groups: Sequence[Sequence[str]] = HARNESS_GROUPS) -> dict:
-    """Trains ``config.sizes.num_seeds`` fresh agents per (env, method) on tasks of
-    ``config.split``; every method sees the same seeds and tasks. Returns {env: {method: entry}}
-    (metarl.runs.meta_test_schema's schema) for the methods and the FLOORS (return(s): the deployed policy
-    after ``total_steps`` env steps; forward_return(s) on locomotion bodies; curve: training-episode
-    returns per chunk, for the methods). ``backends``: {env: brax backend}; envs not in it use the
-    registry's default. ``groups``: the TD3-harness methods' compiled programs (``harness_groups``;
-    one per non-empty group, each logged with its time)."""
-    config.validate()
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
-    td3_config, sz = config.td3, config.sizes
-    num_seeds, eval_envs = sz.num_seeds, sz.eval_envs
-    harness_groups(methods, groups)  # refuses bad groups before anything is trained
-    out = {}
-    for name in env_names:
-        env = envs_lib.make(name, backend=(backends or {}).get(name))
-        fwd = forward_metric(env)
-        keys = jax.random.split(jax.random.PRNGKey(seed + 1000), num_seeds)
-        tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), config.split))(keys)
-        res = {}
+class MetaTest:
+    """One meta-test in two parts, so that the methods that do not read the learned objective can
+    train while it is still being meta-trained:
+
+    ``start(background)``: per env, the do-nothing floors, every TD3-harness group without
+    ``learned`` (initial_loss, td3 + reinforce) and PPO, on a background thread with
+    ``background=True`` (a daemon: a stopped run does not wait for it), else inline; the program
+    of ``learned``'s group is compiled there first. ``finish(learned_alpha)``: trains ``learned``'s
+    agents, waits for the rest and returns {env: {method: entry}} as ``meta_test`` does.
+
+    Groups of the same terms and size are one compiled program (the learned and the initial
+    objective differ only in alpha's values): with HARNESS_GROUPS, ``learned`` and
+    ``initial_loss`` run the same executable on their own alphas, and every method keeps its keys
+    and tasks, so the schedule (background or inline) changes no number. Against the former
+    program of both (one vmap over 2 x num_seeds agents) the math is the same, but a vmap over
+    half the agents is another XLA graph: float32 rounding differs in the last bits and drifts over
+    a long run, as for any change of graph (the numeric guard's metagenrl records were re-recorded).
+
+    Why a thread and not a second process: the programs are independent, XLA runs each on the
+    thread that calls it and releases the GIL, so on 2 CPU cores the meta-training (one core in
+    effect: its ops are small and sequential) and the baselines (the other) run side by side
+    (measured: two independent programs 0.10 s threaded vs 0.20 s in sequence)."""
+
+    def __init__(self, env_names: Sequence[str], initial_alpha, objective: Objective, config: MetaTestConfig,
+                 seed: int, methods: Sequence[str] = METHODS, log=print, backends: dict | None = None,
+                 groups: Sequence[Sequence[str]] = HARNESS_GROUPS):
+        config.validate()
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown meta-test method {bad[0]!r}; expected names from {', '.join(METHODS)}")
+        self.groups = harness_groups(methods, groups)  # refuses bad groups before anything is trained
+        self.env_names, self.initial_alpha, self.objective = list(env_names), initial_alpha, objective
+        self.config, self.seed, self.methods, self.log = config, seed, tuple(methods), log
+        self.backends = backends or {}
+        self._envs = {}        # env name -> (env, forward metric, keys, tasks)
+        self._results = {name: {} for name in self.env_names}
+        self._programs = {}    # (env, terms, methods per program) -> Future of its compiled program
+        self._lock = threading.Lock()
+        self._thread, self._error = None, None
+        self.background = False  # whether start() put the baselines on a background thread
+
+    # ---- the pieces ----
+
+    def _env(self, name: str):
+        with self._lock:
+            if name not in self._envs:
+                env = envs_lib.make(name, backend=self.backends.get(name))
+                keys = jax.random.split(jax.random.PRNGKey(self.seed + 1000), self.config.sizes.num_seeds)
+                tasks = jax.vmap(lambda k: env.sample_task(jax.random.fold_in(k, 7), self.config.split))(keys)
+                self._envs[name] = (env, forward_metric(env), keys, tasks)
+            return self._envs[name]
+
+    def _program(self, name: str, group: Sequence[str], learned_alpha=None):
+        """(compiled, args) of ``group``'s harness program on env ``name``; one compile per
+        (env, terms, len(group)), shared by the groups that match (``learned_alpha``: the
+        objective ``learned`` trains by; None: the initial one, for compiling only)."""
+        env, fwd, keys, tasks = self._env(name)
+        alpha = self.initial_alpha if learned_alpha is None else learned_alpha
+        fn, args = harness_program(env, self.config, self.objective, group, alpha, self.initial_alpha,
+                                   keys, tasks, fwd)
+        terms = tuple(t for t in TERMS if any(METHOD_TERM[m] == t for m in group))
+        key = (name, terms, len(group))
+        with self._lock:  # the first caller compiles; a second one waits for it, never compiles twice
+            future, mine = self._programs.get(key), False
+            if future is None:
+                future, mine = self._programs.setdefault(key, concurrent.futures.Future()), True
+        if mine:
+            try:
+                future.set_result(jax.jit(fn).lower(*args).compile())
+            except BaseException as e:  # noqa: BLE001 - raised to every caller of this program
+                future.set_exception(e)
+        return future.result(), args
+
+    def _run_group(self, name: str, group: Sequence[str], learned_alpha=None):
+        t0 = time.time()
+        compiled, args = self._program(name, group, learned_alpha)
+        _, metrics = compiled(*args)
+        n = self.config.sizes.num_seeds
+        out = {m: _summ(jax.tree_util.tree_map(lambda x: x[i * n:(i + 1) * n], metrics))
+               for i, m in enumerate(group)}
+        self.log(f"meta-test {name}: TD3 harness ({', '.join(group)}) [{time.time() - t0:.0f}s]")
+        return out
+
+    def _floors(self, name: str):
+        env, fwd, keys, tasks = self._env(name)
+        td3_config, eval_envs = self.config.td3, self.config.sizes.eval_envs
 
         def floors(key, task):
             """no_update: the harness's fresh agents (same init and eval keys), never updated."""
@@ -223,30 +289,99 @@ def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective:
 
         t0 = time.time()
         fl = jax.jit(jax.vmap(floors))(keys, tasks)
-        for f in FLOORS:
-            res[f] = _summ(fl[f])
-        log(f"meta-test {name}: do-nothing floors [{time.time() - t0:.0f}s]")
-        for group in harness_groups(methods, groups):
-            t0 = time.time()
-            fn, args = harness_program(env, config, objective, group, learned_alpha, initial_alpha,
-                                       keys, tasks, fwd)
-            _, metrics = jax.jit(fn)(*args)
-            for i, m in enumerate(group):
-                res[m] = _summ(jax.tree_util.tree_map(lambda x: x[i * num_seeds:(i + 1) * num_seeds], metrics))
-            log(f"meta-test {name}: TD3 harness ({', '.join(group)}) [{time.time() - t0:.0f}s]")
-        if "ppo" in methods:
-            t0 = time.time()
-            metrics = jax.jit(jax.vmap(_ppo_program(env, config.ppo_config, eval_envs, fwd)))(keys, tasks)
-            res["ppo"] = _summ(metrics)
-            log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
-        # the floors, then the methods in ``methods``' order with PPO last, whatever the groups
-        res = {m: res[m] for m in [*FLOORS, *(m for m in methods if m != "ppo"), *(["ppo"] if "ppo" in methods else [])]}
-        for m in [*methods, *FLOORS]:
-            fwd_txt = (f", forward {res[m]['forward_return']:.2f}" if "forward_return" in res[m] else "")
-            log(f"meta-test {name} {m:>12s}: eval return {res[m]['return']:.2f}{fwd_txt} "
-                f"(seeds {np.round(res[m]['returns'], 2).tolist()})")
-        out[name] = res
-    return out
+        self.log(f"meta-test {name}: do-nothing floors [{time.time() - t0:.0f}s]")
+        return {f: _summ(fl[f]) for f in FLOORS}
+
+    def _ppo(self, name: str):
+        env, fwd, keys, tasks = self._env(name)
+        t0 = time.time()
+        prog = _ppo_program(env, self.config.ppo_config, self.config.sizes.eval_envs, fwd)
+        metrics = jax.jit(jax.vmap(prog))(keys, tasks)
+        self.log(f"meta-test {name}: ppo [{time.time() - t0:.0f}s]")
+        return {"ppo": _summ(metrics)}
+
+    def _baselines(self):
+        """Everything but ``learned``'s groups, env by env (its program compiled first)."""
+        for name in self.env_names:
+            learned_groups = [g for g in self.groups if "learned" in g]
+            for g in learned_groups:
+                self._program(name, g)
+            parts = [self._floors(name)]
+            parts += [self._run_group(name, g) for g in self.groups if "learned" not in g]
+            if "ppo" in self.methods:
+                parts.append(self._ppo(name))
+            for part in parts:
+                with self._lock:
+                    self._results[name].update(part)
+
+    @staticmethod
+    def background_running() -> bool:
+        """Whether a ``start(background=True)`` thread of this process is still training."""
+        return any(t.name == "meta-test-baselines" and t.is_alive() for t in threading.enumerate())
+
+    def _guarded_baselines(self):
+        try:
+            self._baselines()
+        except BaseException as e:  # noqa: BLE001 - re-raised by finish() on the caller's thread
+            self._error = e
+
+    # ---- the two parts ----
+
+    def start(self, background: bool = False) -> "MetaTest":
+        """Trains the methods that do not read the learned objective (see the class docstring)."""
+        if self._thread is not None:
+            raise RuntimeError("MetaTest.start() was already called")
+        self.background = background
+        if background:
+            self._thread = threading.Thread(target=self._guarded_baselines, name="meta-test-baselines",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._thread = threading.current_thread()
+            self._baselines()
+        return self
+
+    def finish(self, learned_alpha) -> dict:
+        """Trains ``learned`` (alpha = ``learned_alpha``) on every test env, waits for ``start``'s
+        methods; returns {env: {method: entry}} (``meta_test``'s)."""
+        if self._thread is None:
+            self.start()
+        for name in self.env_names:
+            for g in self.groups:
+                if "learned" in g:
+                    part = self._run_group(name, g, learned_alpha)
+                    with self._lock:
+                        self._results[name].update(part)
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        out = {}
+        methods = self.methods
+        order = [*FLOORS, *(m for m in methods if m != "ppo"), *(["ppo"] if "ppo" in methods else [])]
+        for name in self.env_names:
+            res = {m: self._results[name][m] for m in order}
+            for m in [*methods, *FLOORS]:
+                fwd_txt = (f", forward {res[m]['forward_return']:.2f}" if "forward_return" in res[m] else "")
+                self.log(f"meta-test {name} {m:>12s}: eval return {res[m]['return']:.2f}{fwd_txt} "
+                         f"(seeds {np.round(res[m]['returns'], 2).tolist()})")
+            out[name] = res
+        return out
+
+
+def meta_test(env_names: Sequence[str], learned_alpha, initial_alpha, objective: Objective,
+              config: MetaTestConfig, seed: int, methods: Sequence[str] = METHODS, log=print,
+              backends: dict | None = None, groups: Sequence[Sequence[str]] = HARNESS_GROUPS) -> dict:
+    """Trains ``config.sizes.num_seeds`` fresh agents per (env, method) on tasks of
+    ``config.split``; every method sees the same seeds and tasks. Returns {env: {method: entry}}
+    (metarl.runs.meta_test_schema's schema) for the methods and the FLOORS (return(s): the deployed policy
+    after ``total_steps`` env steps; forward_return(s) on locomotion bodies; curve: training-episode
+    returns per chunk, for the methods). ``backends``: {env: brax backend}; envs not in it use the
+    registry's default. ``groups``: the TD3-harness methods' programs (``harness_groups``; each
+    logged with its time; groups of the same terms and size share one compile). All in sequence on
+    the calling thread: ``MetaTest`` runs the baselines beside meta-training instead."""
+    return MetaTest(env_names, initial_alpha, objective, config, seed, methods, log, backends,
+                    groups).start().finish(learned_alpha)
 
 
 EVALUATION = ("deployed policy, first episode per eval env: TD3-harness policies deterministic (no "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import sys
 import time
 
 from metarl.runs import driver as runner
@@ -21,11 +23,16 @@ from metarl.algorithms.metagenrl.algorithm import MetaGenRLConfig
 from metarl.algorithms.metagenrl.es import MetaGenRLESConfig
 from metarl.algorithms.metagenrl import validation
 from metarl.baselines.ppo import PPOConfig
-from metarl.algorithms.metagenrl.meta_test import (METHODS, MetaTestConfig, MetaTestSizes, meta_test,
+from metarl.algorithms.metagenrl.meta_test import (METHODS, MetaTest, MetaTestConfig, MetaTestSizes,
                                                    meta_test_summary, results_table)
 from metarl.runs.run_dir import ConfigError, resolve_preset
 
 OUTERS = ("metagrad", "es")
+# When the meta-test's methods that do not read the learned objective (floors, initial_loss, td3,
+# reinforce, ppo) train: "overlap" on a background thread from the start of the run, beside
+# meta-training (the default on one process: on 2 CPU cores each gets a core), or "after" it, in
+# sequence. The same programs, keys and tasks either way: the schedule changes no number.
+SCHEDULES = ("overlap", "after")
 # flags of one outer loop only: given with the other, they are refused (exit 2)
 METAGRAD_ONLY = ("meta_iterations", "agents_per_env", "lookahead_step", "meta_lr", "warm_start_steps",
                  "second_order")
@@ -98,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--methods", default=None,
                     help="meta-test methods, comma-separated (default: all of learned, initial_loss, "
                          "td3, reinforce, ppo)")
+    ap.add_argument("--meta-test-schedule", default="overlap", choices=SCHEDULES,
+                    help="overlap (default): the meta-test's baselines (floors, initial objective, TD3, "
+                         "REINFORCE, PPO) train beside meta-training, on a second thread; after: once it "
+                         "ends. The numbers are the same; multi-process runs always use after")
     validation.add_flags(ap)
     return ap
 
@@ -134,6 +145,20 @@ class Settings:
         from metarl import envs
 
         return envs.make(name, backend=self.backends.get(name))
+
+    def start_meta_test(self, alpha0, objective, seed: int, schedule: str) -> MetaTest:
+        """The run's meta-test (``MetaTest``), its baselines started now: on a background thread
+        with ``schedule == "overlap"`` on a single process, else when ``finish`` runs."""
+        import jax
+
+        mt = MetaTest(self.test_names, alpha0, objective, meta_test_config(self), seed, methods=self.methods,
+                      backends=self.backends)
+        if schedule == "overlap" and jax.process_count() == 1:
+            print("[metagenrl] meta-test baselines (" + ", ".join(
+                m for m in ("no_update", "zero_action", *self.methods) if m != "learned")
+                + ") train beside meta-training, on a second thread", flush=True)
+            mt.start(background=True)
+        return mt
 
 
 def configure(args, presets: dict) -> runner.Plan:
@@ -214,10 +239,10 @@ def es_config(preset: Preset, args) -> MetaGenRLESConfig:
 
 def build(plan: runner.Plan, args, mesh) -> runner.Loop:
     s: Settings = plan.algo
-    return (_build_es if s.outer == "es" else _build_metagrad)(s, args.seed, mesh)
+    return (_build_es if s.outer == "es" else _build_metagrad)(s, args.seed, mesh, args.meta_test_schedule)
 
 
-def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
+def _build_metagrad(s: Settings, seed: int, mesh, schedule: str = "after") -> runner.Loop:
     import jax
     import numpy as np
 
@@ -230,6 +255,7 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
     # types from a fresh start and from a restored checkpoint alike.
     state = distributed.to_host(trainer.init(jax.random.PRNGKey(seed)))
     initial_alpha = state.alpha
+    tester = s.start_meta_test(initial_alpha, trainer.objective, seed, schedule)
     I, E = cfg.meta_iterations, len(names)
     t0 = time.time()
     iteration = jax.jit(trainer.iteration, donate_argnums=0).lower(state).compile()
@@ -272,7 +298,7 @@ def _build_metagrad(s: Settings, seed: int, mesh) -> runner.Loop:
         if val is not None:  # the meta-test's learned objective: --select's
             alpha, selected["meta_validation"] = val.selected(run, alpha)
         meta = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "td3"}
-        return _meta_test(s, alpha, initial_alpha, trainer.objective, seed, history, {**selected,
+        return _meta_test(s, tester, alpha, history, {**selected,
             "outer": "metagrad", "meta_iterations": I, "agents": cfg.agents_per_env * E,
             "env_steps": I * steps_per_it,
             "config": {"td3": dataclasses.asdict(cfg.td3), "meta": meta,
@@ -320,7 +346,7 @@ def _with_validation(loop: runner.Loop, val, alpha0) -> runner.Loop:
         begin=lambda run: val.begin(run, alpha0, loop.counter))
 
 
-def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
+def _build_es(s: Settings, seed: int, mesh, schedule: str = "after") -> runner.Loop:
     import jax
     import numpy as np
 
@@ -336,6 +362,7 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
     k_es, k_run = jax.random.split(jax.random.PRNGKey(seed))
     es, _, es_state, generation = algo.make_es(k_es)
     alpha0 = jax.device_get(es.get_mean(es_state))
+    tester = s.start_meta_test(alpha0, algo.objective, seed, schedule)
     compiled, compile_s, es_state = compile_generation(generation, es_state, k_run, algo.mesh)
     print(f"[metagenrl-es] compiled one generation in {compile_s:.1f}s", flush=True)
     steps_per_gen = pop * A * E * cfg.lifetime_steps
@@ -364,7 +391,7 @@ def _build_es(s: Settings, seed: int, mesh) -> runner.Loop:
         history = [{"generation": g + 1, "fitness_mean": float(run["fitness_mean"][g]),
                     "fitness_max": float(run["fitness_max"][g]),
                     "return": dict(zip(names, run["returns"][g].tolist()))} for g in range(G)]
-        return _meta_test(s, objectives(run)["objective"], alpha0, algo.objective, seed, history, {
+        return _meta_test(s, tester, objectives(run)["objective"], history, {
             "outer": "es", "generations": G, "population_size": pop, "agents_per_member": A,
             "lifetime_steps": cfg.lifetime_steps, "env_steps": G * steps_per_gen,
             "fitness": "mean over meta-training envs of each env's final deployed-policy return, "
@@ -387,15 +414,16 @@ def meta_test_config(s: Settings, split: str = "test", agents: int | None = None
     return MetaTestConfig(td3=s.cfg.td3, sizes=sizes, ppo=s.preset.ppo, split=split)
 
 
-def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, keys: dict,
+def _meta_test(s: Settings, tester: MetaTest, alpha, history: list, keys: dict,
                title: str) -> runner.Outcome:
-    """Fresh agents, no warm start, no objective updates, on every test env (meta_test.py)."""
+    """Fresh agents, no warm start, no objective updates, on every test env (meta_test.py);
+    ``tester``: the run's ``MetaTest`` (``Settings.start_meta_test``), ``alpha`` the learned objective."""
     test = s.preset.test
-    results = meta_test(s.test_names, alpha, alpha0, objective, meta_test_config(s), seed, methods=s.methods,
-                        backends=s.backends)
+    results = tester.finish(alpha)
     summary = {"algorithm": "metagenrl",
                "env": f"train:{','.join(s.train_names)} test:{','.join(s.test_names)}",
-               "train_envs": s.train_names, "test_envs": s.test_names, "backends": s.backends, **keys,
+               "train_envs": s.train_names, "test_envs": s.test_names, "backends": s.backends,
+               "meta_test_schedule": "overlap" if tester.background else "after", **keys,
                "meta_train_history": history,
                "meta_test": meta_test_summary(results, s.train_names, s.test_names, test, s.methods)}
     return runner.Outcome(summary, results, title, results_table(results, seen=s.train_names),
@@ -403,7 +431,23 @@ def _meta_test(s: Settings, alpha, alpha0, objective, seed: int, history: list, 
 
 
 def run(presets: dict, argv=None) -> dict:
-    """``python -m experiments.metagenrl``; returns summary.json's dict."""
+    """``python -m experiments.metagenrl``; returns summary.json's dict.
+
+    A run that exits (SystemExit: a SIGTERM / SIGINT stop after its checkpoint, exit 143 / 130) while
+    the meta-test's baselines still train on their background thread leaves by ``os._exit`` with
+    the same code, its output flushed: the interpreter's shutdown would otherwise stop that thread
+    inside an XLA computation, which aborts the process (exit 134). Everything the run keeps (the
+    checkpoint, metrics, the released lock) is written before; the baselines train again on --resume."""
     ap = parser()
-    return runner.main("metagenrl", argv, ap.parse_args, lambda args: configure(args, presets), build,
-                       extendable=("meta_iterations", "generations"))
+    try:
+        return runner.main("metagenrl", argv, ap.parse_args, lambda args: configure(args, presets), build,
+                           extendable=("meta_iterations", "generations"))
+    except SystemExit as e:
+        if not MetaTest.background_running():
+            raise
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
