@@ -19,7 +19,8 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import markdown_table, paired_bootstrap, section_preamble, write_section
+from benchmarks.common import (markdown_table, median_and_worst, paired_bootstrap, section_preamble,
+                               write_section)
 
 METHODS = ("learned", "initial_loss", "td3", "reinforce", "ppo", "no_update", "zero_action")
 
@@ -86,6 +87,18 @@ def table(summaries: list[dict], env: str, fresh_from: int, kind: str, agents: l
     return markdown_table(header, rows), means, above
 
 
+def spread_table(summaries: list[dict], agents: list[dict]) -> str | None:
+    """Per seed and method: the median agent / the worst agent (the mean of the worst 5%: one of 8),
+    from meta_test.json's per-agent returns; None without them."""
+    pairs = sorted(((s, ag) for s, ag in zip(summaries, agents) if ag), key=lambda p: p[0]["seed"])
+    if not pairs:
+        return None
+    methods = [m for m in METHODS if all(m in ag for _, ag in pairs)]
+    rows = [[s["seed"], *["{:.2f} / {:.2f}".format(*median_and_worst(ag[m])) for m in methods]]
+            for s, ag in pairs]
+    return markdown_table(["seed", *methods], rows)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--collect", nargs="+", required=True, help="finished run dirs (globs)")
@@ -115,6 +128,10 @@ def main(argv=None) -> None:
                                                 [per_agent(d, args.env, "forward") for d in dirs])
         parts.append(f"Forward-progress return (the return without survival bonus and control cost):\n\n"
                      f"{fwd_table}\n")
+    for kind, name in (("return", "return"), ("forward", "forward-progress return")):
+        spread = spread_table(summaries, [per_agent(d, args.env, kind) for d in dirs])
+        if spread and (kind == "return" or fwd_means):
+            parts.append(f"Median / worst agent per seed, {name} (the criteria read the means):\n\n{spread}\n")
     notes = []
     if "fresh" in ret_means:
         for text, ok in criteria(ret_means["fresh"], fwd_means.get("fresh")):
