@@ -169,13 +169,18 @@ def _ppo_program(env: TaskFamily, cfg: ppo_lib.PPOConfig, eval_envs: int, forwar
     return run
 
 
+def group_terms(group: Sequence[str]) -> tuple:
+    """The policy-loss terms (TERMS' order) the methods of ``group`` train by."""
+    return tuple(t for t in TERMS if any(METHOD_TERM[m] == t for m in group))
+
+
 def harness_program(env: TaskFamily, config: MetaTestConfig, objective: Objective, group: Sequence[str],
                     learned_alpha, initial_alpha, keys, tasks, forward: str | None = None):
     """(fn, args): one TD3-harness program for the methods ``group`` (len M), ``fn(*args) ->
     (states, metrics)`` over M x num_seeds agents, method-major (agent i * num_seeds + j: method i,
     seed j, key ``keys[j]``, task ``tasks[j]``), each trained by its METHOD_TERM; the loss holds only
     the terms ``group`` uses (in TERMS' order). ``jax.jit(fn)(*args)`` runs it."""
-    terms = tuple(t for t in TERMS if any(METHOD_TERM[m] == t for m in group))
+    terms = group_terms(group)
     sz, td3_config = config.sizes, config.td3
     train = frozen_objective.make_train(env, td3_config, sz.total_steps, sz.num_chunks,
                                         harness_policy_loss(objective, td3_config.expl_noise, terms),
@@ -250,8 +255,7 @@ class MetaTest:
         alpha = self.initial_alpha if learned_alpha is None else learned_alpha
         fn, args = harness_program(env, self.config, self.objective, group, alpha, self.initial_alpha,
                                    keys, tasks, fwd)
-        terms = tuple(t for t in TERMS if any(METHOD_TERM[m] == t for m in group))
-        key = (name, terms, len(group))
+        key = (name, group_terms(group), len(group))
         with self._lock:  # the first caller compiles; a second one waits for it, never compiles twice
             future, mine = self._programs.get(key), False
             if future is None:
